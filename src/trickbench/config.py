@@ -1,0 +1,91 @@
+"""Checks that run before any data is touched. Every failure is a ConfigError whose message starts
+with key=value and what is allowed."""
+from numbers import Number, Integral
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from trickbench.data import NORMALIZE_MODES
+from trickbench.errors import ConfigError
+
+_MISSING = object()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, Number) and not isinstance(v, bool)
+
+
+# key, test, what is allowed. A key the config does not have (e.g. model.conv_dropout of resnet18) is not checked.
+RULES = [
+    ("seed", _is_int, "an integer"),
+    ("data.split_seed", _is_int, "an integer"),
+    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1, below the train set size"),
+    ("data.subset", lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
+    ("data.normalize", lambda v: v in NORMALIZE_MODES, f"one of {list(NORMALIZE_MODES)}"),
+    ("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.conv_dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    for key, ok, allowed in RULES:
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is not _MISSING and not ok(value):
+            raise ConfigError(key, value, allowed)
+    if HydraConfig.initialized():  # trick choices live in Hydra's record of the command line
+        check_trick_conflicts(selected_tricks(), trick_dir())
+
+
+def selected_tricks() -> list[str]:
+    """The trick options chosen on the command line (trick=a or trick=[a,b])."""
+    for o in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
+        if o.key_or_group == "trick":
+            value = o.value()
+            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return []
+
+
+def trick_dir() -> Path:
+    main = next(s for s in HydraConfig.get().runtime.config_sources if s.provider == "main")
+    return Path(main.path) / "trick"
+
+
+def trick_keys(path: Path) -> set[str]:
+    """The config keys a trick file sets: its plain values (dotted) and the groups it overrides."""
+    node = OmegaConf.load(path)
+    keys = set()
+    for entry in node.pop("defaults", None) or []:
+        if isinstance(entry, DictConfig):
+            keys |= {k.removeprefix("override ").lstrip("/") for k in entry.keys()}
+
+    def walk(n, prefix):
+        for k, v in n.items():
+            if isinstance(v, DictConfig) and len(v):
+                walk(v, f"{prefix}{k}.")
+            else:
+                keys.add(f"{prefix}{k}")
+
+    walk(node, "")
+    return keys
+
+
+def check_trick_conflicts(tricks: list[str], directory: Path) -> None:
+    """Two tricks that set the same key are an error, not a silent last-wins."""
+    seen: dict[str, str] = {}
+    for trick in tricks:
+        for key in sorted(trick_keys(directory / f"{trick}.yaml")):
+            if key in seen and seen[key] != trick:
+                raise ConfigError("trick", f"[{','.join(tricks)}]",
+                                  f"{seen[key]} and {trick} both set {key}; combine tricks that set different keys")
+            seen[key] = trick

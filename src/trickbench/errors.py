@@ -1,0 +1,6 @@
+class ConfigError(ValueError):
+    """A bad config or data value. The message's first line names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r}: {allowed}")

@@ -1,0 +1,103 @@
+"""Shared fixtures: composed configs pointed at tmp dirs, and tiny dataset mirrors built on the fly
+in both layouts of ../shared/datasets (IDX .gz; ImageFolder as folder and .tar.gz)."""
+import gzip
+import os
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from torchvision.io import encode_png
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def compose_cfg(overrides: list[str], out_dir: Path | None = None) -> DictConfig:
+    """conf/train.yaml with overrides, as train.py would see it; paths under out_dir when given."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+        if out_dir is not None:
+            cfg.paths.output_dir = str(out_dir)
+            cfg.paths.log_dir = str(out_dir / "logs")
+    return cfg
+
+
+# ---- tiny mirrors -------------------------------------------------------------------------------------
+def _idx_bytes(t: torch.Tensor) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, 0x08, t.ndim) + struct.pack(f">{t.ndim}i", *t.shape)
+    return header + t.to(torch.uint8).numpy().tobytes()
+
+
+def learnable_images(n: int, shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images whose class sets the brightness of a band of rows (so a tiny net can learn them)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = torch.randint(0, 60, (n, *shape), generator=g, dtype=torch.uint8)
+    for c in range(10):
+        rows = slice(c * shape[1] // 10, (c + 1) * shape[1] // 10)
+        x[y == c, :, rows, :] += 180
+    return x, y
+
+
+def write_idx_mirror(folder: Path, n_train=200, n_test=60) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        x, y = learnable_images(n, (1, 28, 28), seed)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(x[:, 0])))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(y)))
+    return folder
+
+
+def write_imagefolder_mirror(folder: Path, n_train=200, n_test=60, top="cifar10-tiny") -> Path:
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        x, y = learnable_images(n, (3, 32, 32), seed)
+        for i in range(n):
+            d = folder / top / split / CIFAR_CLASSES[int(y[i])]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{i:04d}.png").write_bytes(encode_png(x[i]).numpy().tobytes())
+    return folder
+
+
+def tar_gz(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        for child in sorted(folder.iterdir()):
+            tar.add(child, arcname=child.name)
+    return archive
+
+
+@pytest.fixture(scope="session")
+def fmnist_mirror(tmp_path_factory) -> Path:
+    return write_idx_mirror(tmp_path_factory.mktemp("fmnist_mirror"))
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory) -> Path:
+    return write_imagefolder_mirror(tmp_path_factory.mktemp("cifar_folder"))
+
+
+@pytest.fixture(scope="session")
+def cifar_tarball(cifar_folder, tmp_path_factory) -> Path:
+    return tar_gz(cifar_folder, tmp_path_factory.mktemp("cifar_tar") / "cifar10-tiny.tar.gz")
+
+
+def tiny_run_overrides(source: Path, data: str = "fashion_mnist", root: Path | None = None) -> list[str]:
+    """A 1-epoch run on a tiny mirror: small subset, few batches, no progress bar."""
+    return [f"data={data}", f"data.source={source}", "data.subset=160", "data.val_size=40", "data.batch_size=32",
+            "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
+            "trainer.accelerator=cpu", "model.channels=[4,8]", "model.head=[16]",
+            *([f"data.root={root}"] if root else [])]
