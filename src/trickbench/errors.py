@@ -1,4 +1,8 @@
-class ConfigError(ValueError):
+class TrickbenchError(Exception):
+    """An error the user can fix (bad value, missing data): train.py prints its one line, no traceback."""
+
+
+class ConfigError(TrickbenchError, ValueError):
     """A bad config or data value. The message's first line names the key, the value and what is allowed."""
 
     def __init__(self, key: str, value, allowed: str):

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, TrickbenchError
 from trickbench.models import build_model
 from trickbench.module import TrickModule
 from trickbench.results import write_json
@@ -41,6 +41,6 @@ def evaluate(cfg: DictConfig) -> dict:
 def main_task(cfg: DictConfig) -> dict:
     try:
         return evaluate(cfg)
-    except ConfigError as e:
+    except TrickbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.config import validate
-from trickbench.errors import ConfigError
+from trickbench.errors import TrickbenchError
 from trickbench.models import build_model, count_params
 from trickbench.module import TrickModule
 from trickbench.results import device_name, git_info, versions, write_json
@@ -100,7 +100,7 @@ def main_task(cfg: DictConfig) -> dict:
     """Hydra task: run, and on a bad value print its one-line error and exit 2, recording the failure."""
     try:
         return run(cfg)
-    except ConfigError as e:
+    except TrickbenchError as e:
         _record_failure(cfg, e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
