@@ -1,0 +1,34 @@
+"""Decoded datasets cached as one .pt file each: written atomically under a file lock, so parallel
+sweep jobs on a fresh clone decode once and never read a half-written file."""
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock
+
+from trickbench.data.sources import read_bytes_for_hash
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    for chunk in read_bytes_for_hash(path):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def load_or_build(cache_file: Path, build: Callable[[], dict]) -> tuple[dict, bool]:
+    """(cached dict, True) if cache_file exists, else (build(), False) after saving it there."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_file) + ".lock"):
+        if cache_file.exists():
+            return torch.load(cache_file, weights_only=True), True
+        data = build()
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        try:
+            torch.save(data, tmp)
+            os.replace(tmp, cache_file)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return data, False

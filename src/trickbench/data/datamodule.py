@@ -1,0 +1,210 @@
+"""One LightningDataModule for every dataset: uint8 tensors decoded once and cached, a seeded
+train/val split, and the batch pipeline (augment + normalize) run after transfer to the device."""
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torchvision import datasets as tvd
+
+from trickbench.data.augment import BatchTransform, channel_stats
+from trickbench.data.cache import load_or_build, sha256_of
+from trickbench.data.sources import Decoded, load_idx, load_imagefolder, load_official
+from trickbench.errors import ConfigError, TrickbenchError
+
+log = logging.getLogger(__name__)
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    shape: tuple[int, int, int]
+    official: type
+    load_mirror: Callable[[Path], Decoded]
+    mirror_layout: str
+    system_dirs: tuple[str, ...] = field(default=())
+    num_classes: int = 10
+
+
+DATASETS = {
+    "fashion_mnist": DatasetSpec((1, 28, 28), tvd.FashionMNIST, lambda p: load_idx(p, FASHION_CLASSES),
+                                 "IDX .gz files", ("/usr/share/datasets/fashion-mnist",)),
+    "cifar10": DatasetSpec((3, 32, 32), tvd.CIFAR10, lambda p: load_imagefolder(p, 3),
+                           "ImageFolder train/<class>/*, test/<class>/*"),
+}
+
+OFFLINE_HINT = {
+    "fashion_mnist": "data.source=../shared/datasets/fashion-mnist (or apt-get install dataset-fashion-mnist)",
+    "cifar10": "data.source=../shared/datasets/cifar10-jpeg.tar.gz",
+}
+
+
+def dataset_label(name: str, lossy: bool) -> str:
+    return f"{name} (JPEG q75 copy)" if lossy else name
+
+
+class TensorBatches(torch.utils.data.Dataset):
+    """Indexable pair of tensors that the DataLoader fetches a whole batch at a time (__getitems__)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitems__(self, idx):
+        idx = torch.as_tensor(idx)
+        return self.x[idx], self.y[idx]
+
+
+def _as_is(batch):
+    return batch
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch) alone: RandomSampler's generator state is not
+    in the checkpoint, so a resumed run would see other batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(self, name: str, source: str | None = None, root: str = "data", download: bool = True,
+                 batch_size: int = 128, eval_batch_size: int = 1024, val_size: int = 5000, split_seed: int = 0,
+                 subset: int | None = None, normalize: str = "none", augment=None, seed: int = 0):
+        super().__init__()
+        if name not in DATASETS:
+            raise ConfigError("data.name", name, f"one of {sorted(DATASETS)}")
+        self.name, self.spec = name, DATASETS[name]
+        self.source = Path(source).expanduser().resolve() if source else None
+        self.root = Path(root).expanduser().resolve()
+        self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
+        self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
+        self.normalize, self.augment_cfg, self.seed = normalize, augment or {}, seed
+        self.info: dict = {}
+        self.transform: BatchTransform | None = None
+        self.cache_hit: bool | None = None
+        self._data: dict | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.spec.shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    # ---- source resolution: explicit data.source, the cache, the system copy, torchvision's download
+    @cached_property
+    def _cache_file_and_builder(self) -> tuple[Path, Callable[[], dict]]:
+        cache_dir = self.root / "cache"
+        if self.source is not None:
+            if not self.source.exists():
+                raise ConfigError("data.source", str(self.source), f"no such file or folder; expected a folder or .tar.gz with {self.spec.mirror_layout}")
+            digest = sha256_of(self.source)
+            return cache_dir / f"{self.name}-{digest[:16]}.pt", lambda: self._decode(self.spec.load_mirror, self.source, digest)
+        official = cache_dir / f"{self.name}-official.pt"
+        if official.exists():
+            return official, lambda: {}
+        for d in map(Path, self.spec.system_dirs):
+            if d.is_dir():
+                return official, lambda: self._decode(self.spec.load_mirror, d, sha256_of(d))
+        if not self.download:
+            raise ConfigError("data.download", False, f"no cached {self.name} under {cache_dir}; allow the download or set {OFFLINE_HINT[self.name]}")
+        return official, self._download
+
+    def _decode(self, loader, path: Path, digest: str) -> dict:
+        log.info("decoding %s from %s (once; cached under %s)", self.name, path, self.root / "cache")
+        d = loader(path)
+        self._check_shape(d, path)
+        return {**d.__dict__, "source": str(path), "source_sha256": digest, "label": dataset_label(self.name, d.lossy)}
+
+    def _download(self) -> dict:
+        raw = self.root / "downloads"
+        try:
+            d = load_official(self.spec.official, raw)
+        except Exception as e:  # noqa: BLE001  (any network failure: say how to work offline)
+            raise TrickbenchError(f"could not download {self.name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                               f"point at an offline copy: {OFFLINE_HINT[self.name]}") from e
+        self._check_shape(d, raw)
+        return {**d.__dict__, "source": "torchvision", "source_sha256": sha256_of(raw), "label": self.name}
+
+    def _check_shape(self, d: Decoded, path: Path) -> None:
+        for split, x in (("train", d.train_x), ("test", d.test_x)):
+            if tuple(x.shape[1:]) != self.shape:
+                raise ConfigError("data.source", str(path), f"{self.name} needs {self.shape} images; {split} has {tuple(x.shape[1:])}")
+
+    # ---- Lightning hooks
+    def prepare_data(self) -> None:
+        """Decode and cache once; check the split sizes before any training starts."""
+        cache_file, build = self._cache_file_and_builder
+        self._data, self.cache_hit = load_or_build(cache_file, build)
+        n_train = len(self._data["train_y"])
+        if self.subset is not None and not 0 < self.subset <= n_train:
+            raise ConfigError("data.subset", self.subset, f"must be in [1, {n_train}] (the train set size) or null")
+        pool = self.subset or n_train
+        if not 0 < self.val_size < pool:
+            raise ConfigError("data.val_size", self.val_size, f"must be in [1, {pool - 1}]: less than the train set size {pool}")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._data is None:  # other DDP ranks: the cache exists now
+            self.prepare_data()
+        d = self._data
+        g = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(d["train_y"]), generator=g)[: self.subset or None]
+        val_idx, train_idx = order[: self.val_size], order[self.val_size:]
+        test_n = self.subset or len(d["test_y"])
+        self.train_set = TensorBatches(d["train_x"][train_idx], d["train_y"][train_idx])
+        self.val_set = TensorBatches(d["train_x"][val_idx], d["train_y"][val_idx])
+        self.test_set = TensorBatches(d["test_x"][:test_n], d["test_y"][:test_n])
+        mean = std = None
+        if self.normalize == "standardize":
+            mean, std = channel_stats(self.train_set.x)
+            log.info("standardize: train-split mean %s, std %s", [round(m, 4) for m in mean], [round(s, 4) for s in std])
+        self.info = {"dataset": d["label"], "source": d["source"], "source_sha256": d["source_sha256"],
+                     "classes": d["classes"], "sizes": {"train": len(train_idx), "val": len(val_idx), "test": test_n},
+                     "normalization": {"mode": self.normalize, "mean": mean, "std": std}}
+        self.transform = BatchTransform(self.normalize, self.augment_cfg, self.shape[1:], mean, std)
+
+    def _loader(self, ds: TensorBatches, batch_size: int, sampler=None) -> DataLoader:
+        # data is in memory: workers would only copy it; pinned memory makes the host-to-GPU copy async
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=_as_is,
+                          num_workers=0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, self.batch_size, EpochSeededSampler(len(self.train_set), self.seed))
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, self.eval_batch_size)
+
+    def test_dataloader(self):
+        return self._loader(self.test_set, self.eval_batch_size)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        training = self.trainer is not None and self.trainer.training
+        if training:  # augmentation and dropout draw from (seed, step): a resumed run replays them
+            torch.manual_seed(step_seed(self.seed, self.trainer.global_step, self.trainer.global_rank))
+        return self.transform(x, train=training), y
