@@ -80,8 +80,8 @@ def run(cfg: DictConfig) -> dict:
     }
     write_json(out_dir / "results.json", results)
     _log_hparams(trainer, cfg, results)
-    log.info("test acc %.4f | results: %s | curves: tensorboard --logdir %s",
-             results["test"]["acc"] or float("nan"), out_dir / "results.json", Path(cfg.paths.log_dir) / cfg.task_name)
+    log.info("test acc %s | results: %s | curves: tensorboard --logdir %s",
+             results["test"]["acc"], out_dir / "results.json", Path(cfg.paths.log_dir) / cfg.task_name)
     return results
 
 

@@ -159,8 +159,9 @@ class ImageDataModule(L.LightningDataModule):
     # ---- Lightning hooks
     def prepare_data(self) -> None:
         """Decode and cache once; check the split sizes before any training starts."""
-        cache_file, build = self._cache_file_and_builder
-        self._data, self.cache_hit = load_or_build(cache_file, build)
+        if self._data is None:  # Lightning calls this again before test
+            cache_file, build = self._cache_file_and_builder
+            self._data, self.cache_hit = load_or_build(cache_file, build)
         n_train = len(self._data["train_y"])
         if self.subset is not None and not 0 < self.subset <= n_train:
             raise ConfigError("data.subset", self.subset, f"must be in [1, {n_train}] (the train set size) or null")
@@ -169,22 +170,25 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError("data.val_size", self.val_size, f"must be in [1, {pool - 1}]: less than the train set size {pool}")
 
     def setup(self, stage: str | None = None) -> None:
+        if self.transform is not None:  # Lightning calls setup for fit and again for test
+            return
         if self._data is None:  # other DDP ranks: the cache exists now
             self.prepare_data()
         d = self._data
         g = torch.Generator().manual_seed(self.split_seed)
         order = torch.randperm(len(d["train_y"]), generator=g)[: self.subset or None]
         val_idx, train_idx = order[: self.val_size], order[self.val_size:]
-        test_n = self.subset or len(d["test_y"])
+        # mirrors store images sorted by class: a subset of the test set must be drawn, not the first N
+        test_idx = torch.randperm(len(d["test_y"]), generator=g)[: self.subset or None].sort().values
         self.train_set = TensorBatches(d["train_x"][train_idx], d["train_y"][train_idx])
         self.val_set = TensorBatches(d["train_x"][val_idx], d["train_y"][val_idx])
-        self.test_set = TensorBatches(d["test_x"][:test_n], d["test_y"][:test_n])
+        self.test_set = TensorBatches(d["test_x"][test_idx], d["test_y"][test_idx])
         mean = std = None
         if self.normalize == "standardize":
             mean, std = channel_stats(self.train_set.x)
             log.info("standardize: train-split mean %s, std %s", [round(m, 4) for m in mean], [round(s, 4) for s in std])
         self.info = {"dataset": d["label"], "source": d["source"], "source_sha256": d["source_sha256"],
-                     "classes": d["classes"], "sizes": {"train": len(train_idx), "val": len(val_idx), "test": test_n},
+                     "classes": d["classes"], "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
                      "normalization": {"mode": self.normalize, "mean": mean, "std": std}}
         self.transform = BatchTransform(self.normalize, self.augment_cfg, self.shape[1:], mean, std)
 
