@@ -46,43 +46,53 @@ def run(cfg: DictConfig) -> dict:
     fit_start = time.time()
     trainer.fit(module, dm)
     fit_seconds = time.time() - fit_start
-    last = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    ckpt = trainer.checkpoint_callback
+    last = {k: float(v) for k, v in trainer.callback_metrics.items()}  # before test() replaces them
     test = {}
     if cfg.get("test_after_fit", True):
-        best = "best" if ckpt is not None and ckpt.best_model_path else None
+        best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
         test = trainer.test(module, dm, ckpt_path=best, verbose=False)[0]
 
-    results = {
+    results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds)
+    if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
+        return results
+    write_json(out_dir / "results.json", results)
+    _log_hparams(trainer, cfg, results)
+    acc = results["test"]["acc"]
+    log.info("test acc %s | results: %s | curves: tensorboard --logdir %s", "n/a" if acc is None else f"{acc:.4f}",
+             out_dir / "results.json", Path(cfg.paths.log_dir) / cfg.task_name)
+    return results
+
+
+def _results(cfg: DictConfig, trainer, module: TrickModule, dm, last: dict, test: dict, started: float,
+             fit_seconds: float) -> dict:
+    """The results.json of ../shared/DESIGN.md, plus normalization stats and checkpoint paths."""
+    ckpt = trainer.checkpoint_callback
+    best_score = ckpt.best_model_score if ckpt is not None else None
+    return {
         "status": "ok",
         "error": None,
         "overrides": _overrides(),
         "seed": cfg.seed,
         "split_seed": cfg.data.split_seed,
         "test": {"acc": test.get("test/acc"), "loss": test.get("test/loss")},
-        "val": {"acc_best": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
+        "val": {"acc_best": None if best_score is None else float(best_score),
                 "acc_last": last.get("val/acc")},
         "train": {"acc_last": last.get("train/acc"), "loss_last": last.get("train/loss")},
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.time() - started, 2),
-        "params": count_params(net),
+        "params": count_params(module.net),
         "dataset": dm.info["dataset"],
         "device": device_name(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         "threads": torch.get_num_threads(),
         "n_jobs": 1,
-        "images_per_s": round(module.train_images / fit_seconds, 1),
+        "images_per_s": round(module.train_images * trainer.world_size / fit_seconds, 1),
         "source_sha256": dm.info["source_sha256"],
         "normalization": dm.info["normalization"],
         "checkpoints": {"best": ckpt.best_model_path if ckpt else None, "last": ckpt.last_model_path if ckpt else None},
         "git": git_info(),
         "versions": versions(),
     }
-    write_json(out_dir / "results.json", results)
-    _log_hparams(trainer, cfg, results)
-    log.info("test acc %s | results: %s | curves: tensorboard --logdir %s",
-             results["test"]["acc"], out_dir / "results.json", Path(cfg.paths.log_dir) / cfg.task_name)
-    return results
 
 
 def _log_hparams(trainer, cfg: DictConfig, results: dict) -> None:

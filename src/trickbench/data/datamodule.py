@@ -9,6 +9,7 @@ from typing import Callable
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import to_absolute_path
 from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets as tvd
 
@@ -98,8 +99,9 @@ class ImageDataModule(L.LightningDataModule):
         if name not in DATASETS:
             raise ConfigError("data.name", name, f"one of {sorted(DATASETS)}")
         self.name, self.spec = name, DATASETS[name]
-        self.source = Path(source).expanduser().resolve() if source else None
-        self.root = Path(root).expanduser().resolve()
+        # against the directory the command started from, even if Hydra changes into the run dir
+        self.source = Path(to_absolute_path(str(Path(source).expanduser()))) if source else None
+        self.root = Path(to_absolute_path(str(Path(root).expanduser())))
         self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.normalize, self.augment_cfg, self.seed = normalize, augment or {}, seed
