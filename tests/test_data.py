@@ -195,6 +195,7 @@ ERRORS = {
     "val_size-equals-subset": ("fashion_mnist", "mirror", {"subset": 50, "val_size": 50}, "data.val_size="),
     "subset-above-train": ("fashion_mnist", "mirror", {"subset": N_TRAIN + 1}, "data.subset="),
     "missing-source": ("fashion_mnist", "missing", {}, "data.source="),
+    "source-not-an-archive": ("cifar10", "plain-file", {}, "data.source="),
     "offline-empty-root": ("cifar10", None, {}, "data.download="),
 }
 
@@ -202,11 +203,13 @@ ERRORS = {
 @pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
 def test_prepare_data_config_errors(case, fmnist_mirror, tmp_path):
     name, source, kw, prefix = ERRORS[case]
-    source = {"mirror": fmnist_mirror, "missing": tmp_path / "no-such-mirror", None: None}[source]
+    plain_file = tmp_path / "cifar.zip"
+    plain_file.write_bytes(b"not a tarball")
+    source = {"mirror": fmnist_mirror, "missing": tmp_path / "no-such-mirror", "plain-file": plain_file, None: None}[source]
     dm = make_dm(name, source, tmp_path / "data", **kw)
     with pytest.raises(ConfigError) as err:
         dm.prepare_data()
-    assert str(err.value).startswith(prefix)
+    assert str(err.value).startswith(prefix) and "\n" not in str(err.value)
 
 
 # ---- normalization -------------------------------------------------------------------------------------

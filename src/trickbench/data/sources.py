@@ -25,19 +25,19 @@ class Decoded:
     lossy: bool = False  # decoded from JPEG files
 
 
-def is_archive(path: Path) -> bool:
-    return path.name.endswith((".tar.gz", ".tgz", ".tar"))
-
-
 def _members(path: Path) -> Iterator[tuple[str, bytes]]:
     """(relative path, bytes) of every file under a folder or inside a tarball, in sorted order."""
     if path.is_dir():
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
             yield f.relative_to(path).as_posix(), f.read_bytes()
-    else:
-        with tarfile.open(path) as tar:
-            for m in sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name):
-                yield m.name, tar.extractfile(m).read()
+        return
+    try:
+        tar = tarfile.open(path)
+    except tarfile.ReadError as e:
+        raise ConfigError("data.source", str(path), "a folder or a .tar/.tar.gz archive") from e
+    with tar:
+        for m in sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name):
+            yield m.name, tar.extractfile(m).read()
 
 
 # IDX (LeCun's MNIST format), read from bytes: torchvision's reader wants a decompressed file on disk.
@@ -113,11 +113,9 @@ def load_official(dataset_cls, root: Path) -> Decoded:
 def read_bytes_for_hash(path: Path) -> Iterator[bytes]:
     """What a source's checksum covers: the archive's bytes, or every file's relative path and bytes."""
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            yield f.relative_to(path).as_posix().encode()
-            yield f.read_bytes()
+        for name, raw in _members(path):
+            yield name.encode()
+            yield raw
     else:
         with open(path, "rb") as fh:
             yield from iter(lambda: fh.read(1 << 20), b"")
-
-
