@@ -1,5 +1,6 @@
 """One LightningDataModule for every dataset: uint8 tensors decoded once and cached, a seeded
 train/val split, and the batch pipeline (augment + normalize) run after transfer to the device."""
+
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,8 +21,18 @@ from trickbench.errors import ConfigError, TrickbenchError
 
 log = logging.getLogger(__name__)
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @dataclass(frozen=True)
@@ -35,10 +46,16 @@ class DatasetSpec:
 
 
 DATASETS = {
-    "fashion_mnist": DatasetSpec((1, 28, 28), tvd.FashionMNIST, lambda p: load_idx(p, FASHION_CLASSES),
-                                 "IDX .gz files", ("/usr/share/datasets/fashion-mnist",)),
-    "cifar10": DatasetSpec((3, 32, 32), tvd.CIFAR10, lambda p: load_imagefolder(p, 3),
-                           "ImageFolder train/<class>/*, test/<class>/*"),
+    "fashion_mnist": DatasetSpec(
+        (1, 28, 28),
+        tvd.FashionMNIST,
+        lambda p: load_idx(p, FASHION_CLASSES),
+        "IDX .gz files",
+        ("/usr/share/datasets/fashion-mnist",),
+    ),
+    "cifar10": DatasetSpec(
+        (3, 32, 32), tvd.CIFAR10, lambda p: load_imagefolder(p, 3), "ImageFolder train/<class>/*, test/<class>/*"
+    ),
 }
 
 OFFLINE_HINT = {
@@ -92,9 +109,21 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class ImageDataModule(L.LightningDataModule):
-    def __init__(self, name: str, source: str | None = None, root: str = "data", download: bool = True,
-                 batch_size: int = 128, eval_batch_size: int = 1024, val_size: int = 5000, split_seed: int = 0,
-                 subset: int | None = None, normalize: str = "none", augment=None, seed: int = 0):
+    def __init__(
+        self,
+        name: str,
+        source: str | None = None,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        subset: int | None = None,
+        normalize: str = "none",
+        augment=None,
+        seed: int = 0,
+    ):
         super().__init__()
         if name not in DATASETS:
             raise ConfigError("data.name", name, f"one of {sorted(DATASETS)}")
@@ -121,25 +150,35 @@ class ImageDataModule(L.LightningDataModule):
     # ---- source resolution: explicit data.source, the cache, the system copy, torchvision's download
     @cached_property
     def _cache_file_and_builder(self) -> tuple[Path, Callable[[], dict]]:
+        """The cache file for this source, and what builds it when absent (load_or_build looks first)."""
         cache_dir = self.root / "cache"
-        if self.source is not None:
-            if not self.source.exists():
-                raise ConfigError("data.source", str(self.source), f"no such file or folder; expected a folder or .tar.gz with {self.spec.mirror_layout}")
-            digest = sha256_of(self.source)
-            return cache_dir / f"{self.name}-{digest[:16]}.pt", lambda: self._decode(self.spec.load_mirror, self.source, digest)
-        official = cache_dir / f"{self.name}-official.pt"
-        if official.exists():
-            return official, lambda: {}
-        for d in map(Path, self.spec.system_dirs):
-            if d.is_dir():
-                return official, lambda: self._decode(self.spec.load_mirror, d, sha256_of(d))
-        if not self.download:
-            raise ConfigError("data.download", False, f"no cached {self.name} under {cache_dir}; allow the download or set {OFFLINE_HINT[self.name]}")
-        return official, self._download
+        if self.source is None:
+            return cache_dir / f"{self.name}-official.pt", self._build_official
+        if not self.source.exists():
+            raise ConfigError(
+                "data.source",
+                str(self.source),
+                f"no such file or folder; expected a folder or .tar.gz with {self.spec.mirror_layout}",
+            )
+        digest = sha256_of(self.source)
+        return cache_dir / f"{self.name}-{digest[:16]}.pt", lambda: self._decode(self.source, digest)
 
-    def _decode(self, loader, path: Path, digest: str) -> dict:
+    def _build_official(self) -> dict:
+        for system_copy in map(Path, self.spec.system_dirs):
+            if system_copy.is_dir():
+                return self._decode(system_copy, sha256_of(system_copy))
+        if not self.download:
+            raise ConfigError(
+                "data.download",
+                False,
+                f"no cached {self.name} under {self.root / 'cache'}; "
+                f"allow the download or set {OFFLINE_HINT[self.name]}",
+            )
+        return self._download()
+
+    def _decode(self, path: Path, digest: str) -> dict:
         log.info("decoding %s from %s (once; cached under %s)", self.name, path, self.root / "cache")
-        d = loader(path)
+        d = self.spec.load_mirror(path)
         self._check_shape(d, path)
         return {**d.__dict__, "source": str(path), "source_sha256": digest, "label": dataset_label(self.name, d.lossy)}
 
@@ -148,15 +187,20 @@ class ImageDataModule(L.LightningDataModule):
         try:
             d = load_official(self.spec.official, raw)
         except Exception as e:  # noqa: BLE001  (any network failure: say how to work offline)
-            raise TrickbenchError(f"could not download {self.name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                               f"point at an offline copy: {OFFLINE_HINT[self.name]}") from e
+            reason = (str(e).splitlines() or [""])[0]
+            raise TrickbenchError(
+                f"could not download {self.name} ({type(e).__name__}: {reason}); "
+                f"point at an offline copy: {OFFLINE_HINT[self.name]}"
+            ) from e
         self._check_shape(d, raw)
         return {**d.__dict__, "source": "torchvision", "source_sha256": sha256_of(raw), "label": self.name}
 
     def _check_shape(self, d: Decoded, path: Path) -> None:
         for split, x in (("train", d.train_x), ("test", d.test_x)):
             if tuple(x.shape[1:]) != self.shape:
-                raise ConfigError("data.source", str(path), f"{self.name} needs {self.shape} images; {split} has {tuple(x.shape[1:])}")
+                raise ConfigError(
+                    "data.source", str(path), f"{self.name} needs {self.shape} images; {split} has {tuple(x.shape[1:])}"
+                )
 
     # ---- Lightning hooks
     def prepare_data(self) -> None:
@@ -169,7 +213,9 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError("data.subset", self.subset, f"must be in [1, {n_train}] (the train set size) or null")
         pool = self.subset or n_train
         if not 0 < self.val_size < pool:
-            raise ConfigError("data.val_size", self.val_size, f"must be in [1, {pool - 1}]: less than the train set size {pool}")
+            raise ConfigError(
+                "data.val_size", self.val_size, f"must be in [1, {pool - 1}]: less than the train set size {pool}"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.transform is not None:  # Lightning calls setup for fit and again for test
@@ -179,7 +225,7 @@ class ImageDataModule(L.LightningDataModule):
         d = self._data
         g = torch.Generator().manual_seed(self.split_seed)
         order = torch.randperm(len(d["train_y"]), generator=g)[: self.subset or None]
-        val_idx, train_idx = order[: self.val_size], order[self.val_size:]
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         # mirrors store images sorted by class: a subset of the test set must be drawn, not the first N
         test_idx = torch.randperm(len(d["test_y"]), generator=g)[: self.subset or None].sort().values
         self.train_set = TensorBatches(d["train_x"][train_idx], d["train_y"][train_idx])
@@ -188,16 +234,30 @@ class ImageDataModule(L.LightningDataModule):
         mean = std = None
         if self.normalize == "standardize":
             mean, std = channel_stats(self.train_set.x)
-            log.info("standardize: train-split mean %s, std %s", [round(m, 4) for m in mean], [round(s, 4) for s in std])
-        self.info = {"dataset": d["label"], "source": d["source"], "source_sha256": d["source_sha256"],
-                     "classes": d["classes"], "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
-                     "normalization": {"mode": self.normalize, "mean": mean, "std": std}}
+            log.info(
+                "standardize: train-split mean %s, std %s", [round(m, 4) for m in mean], [round(s, 4) for s in std]
+            )
+        self.info = {
+            "dataset": d["label"],
+            "source": d["source"],
+            "source_sha256": d["source_sha256"],
+            "classes": d["classes"],
+            "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+            "normalization": {"mode": self.normalize, "mean": mean, "std": std},
+        }
         self.transform = BatchTransform(self.normalize, self.augment_cfg, self.shape[1:], mean, std)
 
     def _loader(self, ds: TensorBatches, batch_size: int, sampler=None) -> DataLoader:
         # data is in memory: workers would only copy it; pinned memory makes the host-to-GPU copy async
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=_as_is,
-                          num_workers=0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            collate_fn=_as_is,
+            num_workers=0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self):
         return self._loader(self.train_set, self.batch_size, EpochSeededSampler(len(self.train_set), self.seed))
