@@ -1,4 +1,5 @@
 """Evaluate a checkpoint on the test split: python eval.py ckpt_path=PATH"""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -1,4 +1,5 @@
 """Train one configuration: python train.py [group=option ...] [key=value ...]  (--help lists them)."""
+
 import hydra
 from omegaconf import DictConfig
 

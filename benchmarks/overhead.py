@@ -3,6 +3,7 @@ on the same model, data and batch size. Not a test: run it and copy its table in
 
     python benchmarks/overhead.py --source ../shared/datasets/fashion-mnist [--steps 200] [--repeats 3]
 """
+
 import argparse
 import statistics
 import time
@@ -17,7 +18,9 @@ from trickbench.module import TrickModule
 
 
 def make_net(dm):
-    return build_model({"name": "cnn"}, {"name": "relu"}, {"name": "none"}, {"name": "default"}, dm.shape, dm.num_classes)
+    return build_model(
+        {"name": "cnn"}, {"name": "relu"}, {"name": "none"}, {"name": "default"}, dm.shape, dm.num_classes
+    )
 
 
 def hand_written(dm, steps: int, warmup: int, device: torch.device) -> float:
@@ -33,7 +36,7 @@ def hand_written(dm, steps: int, warmup: int, device: torch.device) -> float:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        idx = perm[(i * bs) % (len(perm) - bs):][:bs]
+        idx = perm[(i * bs) % (len(perm) - bs) :][:bs]
         x = x_all[idx].to(device, non_blocking=True).float().div_(255)
         y = y_all[idx].to(device, non_blocking=True)
         loss = torch.nn.functional.cross_entropy(net(x), y)
@@ -60,15 +63,29 @@ class StepClock(L.Callback):
 def trickbench_loop(dm, steps: int, warmup: int, accelerator: str) -> float:
     """images/s of trickbench's training loop: same model and optimizer, validation and logging off."""
     torch.manual_seed(0)
-    config = OmegaConf.to_container(OmegaConf.create({
-        "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
-        "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
-        "scheduler": {"interval": None, "lr_scheduler": None}}))
+    config = OmegaConf.to_container(
+        OmegaConf.create(
+            {
+                "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
+                "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+                "scheduler": {"interval": None, "lr_scheduler": None},
+            }
+        )
+    )
     module = TrickModule(make_net(dm), config, dm.num_classes)
     clock = StepClock(warmup)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, limit_train_batches=warmup + steps,
-                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[clock])
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
     trainer.fit(module, dm)
     return clock.steps * dm.batch_size / (clock.end - clock.start)
 
@@ -91,8 +108,8 @@ def main():
         ours.append(trickbench_loop(dm, args.steps, args.warmup, "gpu" if device.type == "cuda" else "cpu"))
     p, o = statistics.median(plain), statistics.median(ours)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n| device | model | batch | hand-written img/s | trickbench img/s | ratio |")
-    print(f"|---|---|---|---|---|---|")
+    print("\n| device | model | batch | hand-written img/s | trickbench img/s | ratio |")
+    print("|---|---|---|---|---|---|")
     print(f"| {name} | cnn (default) | {dm.batch_size} | {p:,.0f} | {o:,.0f} | {o / p:.2f} |")
     print(f"runs: hand-written {[round(v) for v in plain]}, trickbench {[round(v) for v in ours]}")
 

@@ -1,5 +1,6 @@
 """Shared fixtures: composed configs pointed at tmp dirs, and tiny dataset mirrors built on the fly
 in both layouts of ../shared/datasets (IDX .gz; ImageFolder as folder and .tar.gz)."""
+
 import gzip
 import os
 import struct
@@ -96,8 +97,20 @@ def cifar_tarball(cifar_folder, tmp_path_factory) -> Path:
 
 def tiny_run_overrides(source: Path, data: str = "fashion_mnist", root: Path | None = None) -> list[str]:
     """A 1-epoch run on a tiny mirror: small subset, few batches, no progress bar."""
-    return [f"data={data}", f"data.source={source}", "data.subset=160", "data.val_size=40", "data.batch_size=32",
-            "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-            "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
-            "trainer.accelerator=cpu", "model.channels=[4,8]", "model.head=[16]",
-            *([f"data.root={root}"] if root else [])]
+    return [
+        f"data={data}",
+        f"data.source={source}",
+        "data.subset=160",
+        "data.val_size=40",
+        "data.batch_size=32",
+        "data.eval_batch_size=64",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+        "model.channels=[4,8]",
+        "model.head=[16]",
+        *([f"data.root={root}"] if root else []),
+    ]

@@ -1,12 +1,13 @@
 """Config composition (every group option, tricks, experiments), validate() and train.py --help."""
+
 import subprocess
 import sys
 
 import pytest
+from conftest import CONF, ROOT, compose_cfg
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT, compose_cfg
 from trickbench.config import validate
 from trickbench.errors import ConfigError
 
@@ -77,8 +78,11 @@ EXP_TRICKS = [(e, t) for e in options("experiment") for t in options("trick") if
 
 @pytest.mark.parametrize("experiment,trick", EXP_TRICKS, ids=[f"{e}+{t}" for e, t in EXP_TRICKS])
 def test_every_trick_value_survives_every_experiment(experiment, trick, baseline):
-    set_by_trick = {k: v for k, v in leaves(as_dict(compose_cfg([f"trick={trick}"]))).items()
-                    if leaves(baseline).get(k, object()) != v}
+    set_by_trick = {
+        k: v
+        for k, v in leaves(as_dict(compose_cfg([f"trick={trick}"]))).items()
+        if leaves(baseline).get(k, object()) != v
+    }
     assert set_by_trick
     combined = leaves(as_dict(compose_cfg([f"experiment={experiment}", f"trick={trick}"])))
     assert {k: combined.get(k) for k in set_by_trick} == set_by_trick
@@ -96,8 +100,14 @@ data:
 """
 
 
-@pytest.mark.parametrize("trick,key,value", [("low_lr", "optimizer.lr", 1e-4), ("skip", "model.skip", True),
-                                             ("minus_one_one", "data.normalize", "minus_one_one")])
+@pytest.mark.parametrize(
+    "trick,key,value",
+    [
+        ("low_lr", "optimizer.lr", 1e-4),
+        ("skip", "model.skip", True),
+        ("minus_one_one", "data.normalize", "minus_one_one"),
+    ],
+)
 def test_trick_overrides_a_value_the_experiment_sets(trick, key, value, tmp_path):
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "sets_trick_keys.yaml").write_text(EXPERIMENT_BODY)
@@ -139,8 +149,7 @@ def test_validate_rejects_bad_value(key, text, value):
 
 
 def test_help_lists_groups_and_trick_options():
-    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     for group in GROUPS:

@@ -1,5 +1,6 @@
 """Data pipeline: both mirror layouts decode losslessly, the checksum-keyed cache (atomic, parallel-safe),
 the seeded split, config errors, normalization, per-sample augmentation and the epoch-seeded sampler."""
+
 import hashlib
 import multiprocessing as mp
 from pathlib import Path
@@ -7,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import CIFAR_CLASSES, compose_cfg, learnable_images, tar_gz, write_idx_mirror
 from omegaconf import OmegaConf
 from torchvision.io import encode_jpeg
 
-from conftest import CIFAR_CLASSES, compose_cfg, learnable_images, tar_gz, write_idx_mirror
 from trickbench.data import BatchTransform, ImageDataModule
 from trickbench.data.datamodule import EpochSeededSampler
 from trickbench.errors import ConfigError
@@ -60,8 +61,12 @@ def write_jpeg_mirror(folder: Path, n_train=20, n_test=10) -> Path:
 
 
 # ---- both mirror layouts -------------------------------------------------------------------------------
-LAYOUTS = [("fashion_mnist", "fmnist_mirror"), ("fashion_mnist", "fmnist_tarball"),
-           ("cifar10", "cifar_folder"), ("cifar10", "cifar_tarball")]
+LAYOUTS = [
+    ("fashion_mnist", "fmnist_mirror"),
+    ("fashion_mnist", "fmnist_tarball"),
+    ("cifar10", "cifar_folder"),
+    ("cifar10", "cifar_tarball"),
+]
 
 
 @pytest.mark.parametrize("name,mirror", LAYOUTS, ids=[m for _, m in LAYOUTS])
@@ -76,10 +81,10 @@ def test_mirror_decodes_losslessly(name, mirror, request, tmp_path):
 
     # train + val is a permutation of the mirror's train images, each with the label it was written under
     x, y = learnable_images(N_TRAIN, shape, 0)
-    written = {key(img): int(label) for img, label in zip(x, y)}
+    written = {key(img): int(label) for img, label in zip(x, y, strict=True)}
     assert len(written) == N_TRAIN  # every image unique, so bytes identify it
     got = torch.cat([dm.train_set.x, dm.val_set.x]), torch.cat([dm.train_set.y, dm.val_set.y])
-    assert {key(img): int(label) for img, label in zip(*got)} == written
+    assert {key(img): int(label) for img, label in zip(*got, strict=True)} == written
 
     # the test set keeps file order: IDX order, or ImageFolder's sorted class folders then file names
     x, y = learnable_images(N_TEST, shape, 1)
@@ -90,10 +95,15 @@ def test_mirror_decodes_losslessly(name, mirror, request, tmp_path):
         assert dm.info["classes"] == sorted(CIFAR_CLASSES)
 
 
-@pytest.mark.parametrize("kind,expected", [("png-folder", "cifar10"), ("png-tarball", "cifar10"),
-                                           ("jpeg-folder", "cifar10 (JPEG q75 copy)")], ids=["png-folder", "png-tarball", "jpeg"])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [("png-folder", "cifar10"), ("png-tarball", "cifar10"), ("jpeg-folder", "cifar10 (JPEG q75 copy)")],
+    ids=["png-folder", "png-tarball", "jpeg"],
+)
 def test_dataset_label_marks_jpeg_copies(kind, expected, cifar_folder, cifar_tarball, tmp_path):
-    source = {"png-folder": cifar_folder, "png-tarball": cifar_tarball}.get(kind) or write_jpeg_mirror(tmp_path / "jpeg")
+    source = {"png-folder": cifar_folder, "png-tarball": cifar_tarball}.get(kind) or write_jpeg_mirror(
+        tmp_path / "jpeg"
+    )
     dm = loaded("cifar10", source, tmp_path / "data", val_size=5)
     assert dm.info["dataset"] == expected
     assert dm.train_set.x.shape[1:] == (3, 32, 32)
@@ -105,7 +115,11 @@ def test_second_load_hits_cache_with_identical_tensors(name, mirror, request, tm
     source = request.getfixturevalue(mirror)
     first, second = loaded(name, source, tmp_path), loaded(name, source, tmp_path)
     assert (first.cache_hit, second.cache_hit) == (False, True)
-    for a, b in ((first.train_set, second.train_set), (first.val_set, second.val_set), (first.test_set, second.test_set)):
+    for a, b in (
+        (first.train_set, second.train_set),
+        (first.val_set, second.val_set),
+        (first.test_set, second.test_set),
+    ):
         assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     assert first.info == second.info
     assert len(cache_files(tmp_path)) == 1
@@ -146,8 +160,10 @@ def _build_in_child(source: str, root: str, barrier, results) -> None:
 def test_parallel_builds_decode_once(fmnist_mirror, tmp_path):
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_build_in_child, args=(str(fmnist_mirror), str(tmp_path), barrier, results))
-             for _ in range(2)]
+    procs = [
+        ctx.Process(target=_build_in_child, args=(str(fmnist_mirror), str(tmp_path), barrier, results))
+        for _ in range(2)
+    ]
     for p in procs:
         p.start()
     got = [results.get(timeout=60) for _ in procs]
@@ -161,8 +177,11 @@ def test_parallel_builds_decode_once(fmnist_mirror, tmp_path):
 
 
 # ---- split ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("subset,val_size,sizes", [(None, 20, (180, 20, 60)), (100, 30, (70, 30, 60)), (50, 10, (40, 10, 50))],
-                         ids=["full", "subset100", "subset50"])
+@pytest.mark.parametrize(
+    "subset,val_size,sizes",
+    [(None, 20, (180, 20, 60)), (100, 30, (70, 30, 60)), (50, 10, (40, 10, 50))],
+    ids=["full", "subset100", "subset50"],
+)
 def test_split_sizes_and_disjoint(subset, val_size, sizes, fmnist_mirror, tmp_path):
     dm = loaded("fashion_mnist", fmnist_mirror, tmp_path, subset=subset, val_size=val_size)
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == sizes
@@ -205,7 +224,9 @@ def test_prepare_data_config_errors(case, fmnist_mirror, tmp_path):
     name, source, kw, prefix = ERRORS[case]
     plain_file = tmp_path / "cifar.zip"
     plain_file.write_bytes(b"not a tarball")
-    source = {"mirror": fmnist_mirror, "missing": tmp_path / "no-such-mirror", "plain-file": plain_file, None: None}[source]
+    source = {"mirror": fmnist_mirror, "missing": tmp_path / "no-such-mirror", "plain-file": plain_file, None: None}[
+        source
+    ]
     dm = make_dm(name, source, tmp_path / "data", **kw)
     with pytest.raises(ConfigError) as err:
         dm.prepare_data()
@@ -221,8 +242,9 @@ def test_standardize_gives_zero_mean_unit_std_on_train_split(name, mirror, reque
     assert (out.std(dim=(0, 2, 3), correction=0) - 1).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("mode,expected", [("minus_one_one", [-1.0, -0.6, 1.0]), ("none", [0.0, 0.2, 1.0])],
-                         ids=["minus_one_one", "none"])
+@pytest.mark.parametrize(
+    "mode,expected", [("minus_one_one", [-1.0, -0.6, 1.0]), ("none", [0.0, 0.2, 1.0])], ids=["minus_one_one", "none"]
+)
 def test_fixed_normalizations(mode, expected):
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
     out = BatchTransform(mode)(x, train=False)
@@ -256,7 +278,9 @@ def test_eval_batches_are_not_augmented(aug, normalize):
     x = one_image_batch()
     stats = STATS if normalize == "standardize" else {}
     plain = BatchTransform(normalize, None, (32, 32), **stats)(x, train=False)
-    assert torch.equal(BatchTransform(normalize, augment_cfg(aug, **AUGMENTS.get(aug, {})), (32, 32), **stats)(x, train=False), plain)
+    assert torch.equal(
+        BatchTransform(normalize, augment_cfg(aug, **AUGMENTS.get(aug, {})), (32, 32), **stats)(x, train=False), plain
+    )
     if normalize == "none":
         assert torch.equal(plain, x.float() / 255)
 

@@ -1,14 +1,15 @@
 """Models built from composed configs: every model/activation/norm/init option, the model x norm grid,
 parameter counts, layer order, init statistics and skip connections."""
+
 import functools
 import math
 
 import pytest
 import torch
+from conftest import CONF, compose_cfg
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import CONF, compose_cfg
 from trickbench.errors import ConfigError
 from trickbench.models import build_model, count_params
 from trickbench.models.blocks import ConvBlock
@@ -49,8 +50,12 @@ def check_forward_backward(net: nn.Module, shape, batch: int) -> None:
 # Each option varied alone; the grid below adds the model x norm cells where neither is the default
 # (a cell with a default on one side is the other side varied alone).
 ALONE = [[f"{g}={o}"] for g in ("model", "activation", "norm", "init") for o in options(g)]
-GRID = [[f"model={m}", f"norm={n}"] for m in options("model") for n in options("norm")
-        if m != DEFAULTS["model"] and n != DEFAULTS["norm"] and (m, n) not in REJECTED]
+GRID = [
+    [f"model={m}", f"norm={n}"]
+    for m in options("model")
+    for n in options("norm")
+    if m != DEFAULTS["model"] and n != DEFAULTS["norm"] and (m, n) not in REJECTED
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -74,10 +79,14 @@ def test_rejected_model_norm_pair_raises(model, norm):
     assert str(e.value).startswith(f"norm.name={norm!r}")
 
 
-@pytest.mark.parametrize("overrides,shape,params", [
-    (["model=lenet5"], SHAPES["fashion_mnist"], 61_706),
-    (["model=resnet18", "norm=batch"], SHAPES["cifar10"], 11_173_962),
-], ids=["lenet5-fashion_mnist", "resnet18-batch-cifar10"])
+@pytest.mark.parametrize(
+    "overrides,shape,params",
+    [
+        (["model=lenet5"], SHAPES["fashion_mnist"], 61_706),
+        (["model=resnet18", "norm=batch"], SHAPES["cifar10"], 11_173_962),
+    ],
+    ids=["lenet5-fashion_mnist", "resnet18-batch-cifar10"],
+)
 def test_reference_param_counts(overrides, shape, params):
     assert count_params(build(overrides, shape)) == params
 
@@ -103,8 +112,11 @@ def _weights(net):
 
 def _expected_std(init: str, m: nn.Module) -> float:
     fan_out, fan_in = m.weight.shape[0] * m.weight[0, 0].numel(), m.weight[0].numel()
-    return {"he": math.sqrt(2 / fan_in), "glorot": math.sqrt(2 / (fan_in + fan_out)),
-            "default": 1 / math.sqrt(3 * fan_in)}[init.split("_")[0]]  # default: kaiming_uniform(a=sqrt(5))
+    return {
+        "he": math.sqrt(2 / fan_in),
+        "glorot": math.sqrt(2 / (fan_in + fan_out)),
+        "default": 1 / math.sqrt(3 * fan_in),
+    }[init.split("_")[0]]  # default: kaiming_uniform(a=sqrt(5))
 
 
 @pytest.mark.parametrize("init", options("init"))
@@ -132,8 +144,10 @@ def test_skip_adds_shortcut_convs_on_cnn():
     assert all(s.shortcut is None for s in plain.features)
     # 1 -> 32 and 32 -> 64 channels, each block pooled: both shortcuts are strided 1x1 convs
     shortcuts = [s.shortcut[0] for s in skip.features]
-    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in shortcuts] == \
-        [(1, 32, (1, 1), (2, 2)), (32, 64, (1, 1), (2, 2))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in shortcuts] == [
+        (1, 32, (1, 1), (2, 2)),
+        (32, 64, (1, 1), (2, 2)),
+    ]
     assert count_params(skip) - count_params(plain) == (1 * 32 + 32) + (32 * 64 + 64)
     check_forward_backward(skip, SHAPES["fashion_mnist"], batch=2)
 

@@ -1,17 +1,37 @@
 """End to end: real (tiny) training runs, in-process and through the CLI."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, compose_cfg, tiny_run_overrides
+
 from trickbench.loggers import COLUMNS, read_metrics_csv
 from trickbench.train import run
 
-RESULT_KEYS = {"status", "error", "overrides", "seed", "split_seed", "test", "val", "train", "epochs", "wall_time_s",
-               "params", "dataset", "device", "precision", "threads", "n_jobs", "images_per_s", "source_sha256",
-               "git", "versions"}
+RESULT_KEYS = {
+    "status",
+    "error",
+    "overrides",
+    "seed",
+    "split_seed",
+    "test",
+    "val",
+    "train",
+    "epochs",
+    "wall_time_s",
+    "params",
+    "dataset",
+    "device",
+    "precision",
+    "threads",
+    "n_jobs",
+    "images_per_s",
+    "source_sha256",
+    "git",
+    "versions",
+}
 
 
 def _cli(*args, cwd=ROOT, timeout=240):
@@ -35,8 +55,9 @@ def test_one_epoch_run_writes_results_metrics_and_checkpoints(one_epoch_run):
     assert 0.0 <= on_disk["test"]["acc"] <= 1.0 and on_disk["test"]["loss"] > 0
     assert on_disk["val"]["acc_best"] == on_disk["val"]["acc_last"]  # one epoch: best is last
     assert len(on_disk["source_sha256"]) == 64 and on_disk["images_per_s"] > 0
-    assert on_disk["params"] == (4 * (1 if dataset == "fashion_mnist" else 3) * 9 + 4) + (8 * 4 * 9 + 8) + \
-        (8 * (7 * 7 if dataset == "fashion_mnist" else 8 * 8) * 16 + 16) + (16 * 10 + 10)
+    assert on_disk["params"] == (4 * (1 if dataset == "fashion_mnist" else 3) * 9 + 4) + (8 * 4 * 9 + 8) + (
+        8 * (7 * 7 if dataset == "fashion_mnist" else 8 * 8) * 16 + 16
+    ) + (16 * 10 + 10)
     rows = read_metrics_csv(out / "metrics.csv")
     assert len(rows) == 1 and list(rows[0]) == COLUMNS
     assert rows[0]["epoch"] == 0 and rows[0]["lr"] == pytest.approx(1e-3)
@@ -52,8 +73,9 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, fmnist_mirror
     extra = ["augment=full", "model.dropout=0.3", "trainer.limit_train_batches=4"]
     results = []
     for i, seed in enumerate((1, 1, 2)):
-        cfg = compose_cfg([*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), *extra, f"seed={seed}"],
-                          tmp_path / f"run{i}")
+        cfg = compose_cfg(
+            [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), *extra, f"seed={seed}"], tmp_path / f"run{i}"
+        )
         results.append(run(cfg))
     (a, b, c) = [(r["val"]["acc_last"], r["train"]["loss_last"]) for r in results]
     assert a == b
@@ -76,18 +98,27 @@ def test_multirun_writes_one_results_json_per_job(tmp_path, fmnist_mirror):
 def test_eval_rebuilds_the_run_from_its_checkpoint(tmp_path, fmnist_mirror):
     cfg = compose_cfg(tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), tmp_path / "run")
     results = run(cfg)
-    proc = _cli("eval.py", f"ckpt_path={results['checkpoints']['best']}", "trainer.accelerator=cpu",
-                "trainer.enable_progress_bar=false", "trainer.limit_test_batches=2", f"hydra.run.dir={tmp_path / 'eval'}")
+    proc = _cli(
+        "eval.py",
+        f"ckpt_path={results['checkpoints']['best']}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluated["test"]["acc"] == pytest.approx(results["test"]["acc"])
     assert evaluated["test"]["loss"] == pytest.approx(results["test"]["loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("override, first_line", [
-    ("optimizer.lr=-1", "error: optimizer.lr=-1"),
-    ("seed=abc", "error: seed='abc': an integer"),
-])
+@pytest.mark.parametrize(
+    "override, first_line",
+    [
+        ("optimizer.lr=-1", "error: optimizer.lr=-1"),
+        ("seed=abc", "error: seed='abc': an integer"),
+    ],
+)
 def test_cli_bad_value_exits_2_with_one_line_and_no_traceback(tmp_path, override, first_line):
     proc = _cli("train.py", override, f"hydra.run.dir={tmp_path}", "data.source=/nonexistent")
     assert proc.returncode == 2

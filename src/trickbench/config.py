@@ -1,6 +1,7 @@
 """Checks that run before any data is touched. Every failure is a ConfigError whose message starts
 with key=value and what is allowed."""
-from numbers import Number, Integral
+
+from numbers import Integral, Number
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -86,6 +87,9 @@ def check_trick_conflicts(tricks: list[str], directory: Path) -> None:
     for trick in tricks:
         for key in sorted(trick_keys(directory / f"{trick}.yaml")):
             if key in seen and seen[key] != trick:
-                raise ConfigError("trick", f"[{','.join(tricks)}]",
-                                  f"{seen[key]} and {trick} both set {key}; combine tricks that set different keys")
+                raise ConfigError(
+                    "trick",
+                    f"[{','.join(tricks)}]",
+                    f"{seen[key]} and {trick} both set {key}; combine tricks that set different keys",
+                )
             seen[key] = trick

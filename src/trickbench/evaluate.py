@@ -1,4 +1,5 @@
 """python eval.py ckpt_path=PATH: rebuild the run from the config stored in its checkpoint and test it."""
+
 import logging
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict:
     path = Path(cfg.ckpt_path)
     if not path.is_file():
-        raise ConfigError("ckpt_path", str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)")
+        raise ConfigError(
+            "ckpt_path", str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)"
+        )
     stored = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
     if "config" not in stored:
         raise ConfigError("ckpt_path", str(path), "a checkpoint written by train.py (it stores the run's config)")
@@ -32,8 +35,11 @@ def evaluate(cfg: DictConfig) -> dict:
     module = TrickModule.load_from_checkpoint(path, map_location="cpu", net=net)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics = trainer.test(module, dm)[0]
-    result = {"ckpt_path": str(path.resolve()), "dataset": dm.info["dataset"],
-              "test": {"acc": metrics["test/acc"], "loss": metrics["test/loss"]}}
+    result = {
+        "ckpt_path": str(path.resolve()),
+        "dataset": dm.info["dataset"],
+        "test": {"acc": metrics["test/acc"], "loss": metrics["test/loss"]},
+    }
     write_json(Path(cfg.paths.output_dir) / "eval.json", result)
     return result
 

@@ -1,5 +1,6 @@
 """EpochCSVLogger: one row per epoch in metrics.csv, the sweep report's stable input. Written by hand:
 Lightning's CSVLogger writes one row per log call, mixing step rows (lr) and epoch rows (loss, acc)."""
+
 import csv
 import time
 from pathlib import Path
@@ -8,8 +9,13 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-EPOCH_METRICS = {"train/loss": "train_loss", "train/acc": "train_acc", "val/loss": "val_loss", "val/acc": "val_acc",
-                 "train/lr": "lr"}
+EPOCH_METRICS = {
+    "train/loss": "train_loss",
+    "train/acc": "train_acc",
+    "val/loss": "val_loss",
+    "val/acc": "val_acc",
+    "train/lr": "lr",
+}
 
 
 def read_metrics_csv(path: Path) -> list[dict]:

@@ -1,5 +1,6 @@
 """The LightningModule: a backbone from models/, a loss from conf/loss, torchmetrics accuracy, and the
 optimizer/scheduler from optim.py. Batches arrive augmented and normalized (data/augment.py)."""
+
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -18,7 +19,9 @@ class TrickModule(L.LightningModule):
         self.net = net
         self.cfg = OmegaConf.create(config)
         self.loss_fn = instantiate(self.cfg.loss)
-        self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
+        self.acc = nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+        )
         self.train_images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +33,9 @@ class TrickModule(L.LightningModule):
         loss = self.loss_fn(logits, y)
         self.acc[f"{stage}_acc"](logits, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(
+            f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y)
+        )
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -49,6 +54,7 @@ class TrickModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.parameters(), self.cfg.optimizer)
-        scheduler = build_scheduler(optimizer, self.cfg.scheduler, int(self.trainer.estimated_stepping_batches),
-                                    self.trainer.max_epochs)
+        scheduler = build_scheduler(
+            optimizer, self.cfg.scheduler, int(self.trainer.estimated_stepping_batches), self.trainer.max_epochs
+        )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

@@ -1,4 +1,5 @@
 """conf/optimizer and conf/scheduler: torch.optim classes by _target_, and the Lightning scheduler dict."""
+
 from hydra.utils import instantiate
 
 

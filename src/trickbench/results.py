@@ -1,4 +1,5 @@
 """results.json (the contract in ../shared/DESIGN.md) and the provenance it records."""
+
 import json
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import torch
 
+REPO = Path(__file__).resolve().parent
 
-def git_info(repo: Path = Path(__file__).resolve().parent) -> dict:
+
+def git_info(repo: Path = REPO) -> dict:
     def git(*args):
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
 

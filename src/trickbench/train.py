@@ -1,5 +1,6 @@
 """One training run: config -> datamodule, model, module, trainer -> fit, test the best checkpoint,
 results.json. train.py at the repo root is the Hydra entry point."""
+
 import logging
 import sys
 import time
@@ -58,13 +59,18 @@ def run(cfg: DictConfig) -> dict:
     write_json(out_dir / "results.json", results)
     _log_hparams(trainer, cfg, results)
     acc = results["test"]["acc"]
-    log.info("test acc %s | results: %s | curves: tensorboard --logdir %s", "n/a" if acc is None else f"{acc:.4f}",
-             out_dir / "results.json", Path(cfg.paths.log_dir) / cfg.task_name)
+    log.info(
+        "test acc %s | results: %s | curves: tensorboard --logdir %s",
+        "n/a" if acc is None else f"{acc:.4f}",
+        out_dir / "results.json",
+        Path(cfg.paths.log_dir) / cfg.task_name,
+    )
     return results
 
 
-def _results(cfg: DictConfig, trainer, module: TrickModule, dm, last: dict, test: dict, started: float,
-             fit_seconds: float) -> dict:
+def _results(
+    cfg: DictConfig, trainer, module: TrickModule, dm, last: dict, test: dict, started: float, fit_seconds: float
+) -> dict:
     """The results.json of ../shared/DESIGN.md, plus normalization stats and checkpoint paths."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
@@ -75,8 +81,7 @@ def _results(cfg: DictConfig, trainer, module: TrickModule, dm, last: dict, test
         "seed": cfg.seed,
         "split_seed": cfg.data.split_seed,
         "test": {"acc": test.get("test/acc"), "loss": test.get("test/loss")},
-        "val": {"acc_best": None if best_score is None else float(best_score),
-                "acc_last": last.get("val/acc")},
+        "val": {"acc_best": None if best_score is None else float(best_score), "acc_last": last.get("val/acc")},
         "train": {"acc_last": last.get("train/acc"), "loss_last": last.get("train/loss")},
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.time() - started, 2),
@@ -125,5 +130,14 @@ def _record_failure(cfg: DictConfig, error: Exception) -> None:
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
     line = (str(error).splitlines() or [type(error).__name__])[0]
-    write_json(out / "results.json", {"status": "failed", "error": line, "overrides": _overrides(),
-                                      "seed": cfg.get("seed"), "git": git_info(), "versions": versions()})
+    write_json(
+        out / "results.json",
+        {
+            "status": "failed",
+            "error": line,
+            "overrides": _overrides(),
+            "seed": cfg.get("seed"),
+            "git": git_info(),
+            "versions": versions(),
+        },
+    )

@@ -1,5 +1,6 @@
 """Batch-wise input pipeline, run on the batch's device after transfer: uint8 -> float in [0,1] ->
 training-only augmentation (kornia: random parameters per sample) -> normalization."""
+
 import kornia.augmentation as K
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ NORMALIZE_MODES = ("none", "minus_one_one", "standardize")
 
 
 def build_augmentation(cfg, image_size: tuple[int, int]) -> nn.Module | None:
-    """conf/augment: crop_padding (int), hflip (bool), rotation (degrees), erasing ({p, scale, ratio, value} or null)."""
+    """conf/augment: crop_padding (int), hflip (bool), rotation (degrees), erasing ({p, scale, ratio, value}/null)."""
     ops: list[nn.Module] = []
     if cfg.get("crop_padding"):
         ops.append(K.RandomCrop(image_size, padding=int(cfg["crop_padding"])))
@@ -20,7 +21,9 @@ def build_augmentation(cfg, image_size: tuple[int, int]) -> nn.Module | None:
         ops.append(K.RandomRotation(float(cfg["rotation"])))
     if cfg.get("erasing"):
         e = cfg["erasing"]
-        ops.append(K.RandomErasing(scale=tuple(e["scale"]), ratio=tuple(e["ratio"]), value=float(e["value"]), p=float(e["p"])))
+        ops.append(
+            K.RandomErasing(scale=tuple(e["scale"]), ratio=tuple(e["ratio"]), value=float(e["value"]), p=float(e["p"]))
+        )
     return nn.Sequential(*ops) if ops else None
 
 
@@ -53,7 +56,7 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float],
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].double().div_(255)
+        x = images[start : start + chunk].double().div_(255)
         total += x.sum(dim=(0, 2, 3))
         total_sq += x.square().sum(dim=(0, 2, 3))
     n = images.shape[0] * images.shape[2] * images.shape[3]

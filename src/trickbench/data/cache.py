@@ -1,5 +1,6 @@
 """Decoded datasets cached as one .pt file each: written atomically under a file lock, so parallel
 sweep jobs on a fresh clone decode once and never read a half-written file."""
+
 import hashlib
 import os
 from pathlib import Path

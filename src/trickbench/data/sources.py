@@ -1,5 +1,6 @@
 """Decode a dataset source into uint8 tensors: torchvision's official download, an IDX mirror
 (Fashion-MNIST) or an ImageFolder mirror (CIFAR-10), each a folder or a .tar.gz."""
+
 import gzip
 import tarfile
 from dataclasses import dataclass
@@ -68,8 +69,13 @@ def load_idx(path: Path, classes: list[str]) -> Decoded:
     missing = [IDX_FILES[k] + ".gz" for k in IDX_FILES if k not in found]
     if missing:
         raise ConfigError("data.source", str(path), f"an IDX mirror must hold {missing}")
-    return Decoded(found["train_x"].unsqueeze(1), found["train_y"].long(),
-                   found["test_x"].unsqueeze(1), found["test_y"].long(), classes)
+    return Decoded(
+        found["train_x"].unsqueeze(1),
+        found["train_y"].long(),
+        found["test_x"].unsqueeze(1),
+        found["test_y"].long(),
+        classes,
+    )
 
 
 def load_imagefolder(path: Path, channels: int) -> Decoded:
@@ -85,16 +91,22 @@ def load_imagefolder(path: Path, channels: int) -> Decoded:
         image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=mode)
         splits[parts[-3]].append((parts[-2], image))
     if not splits["train"] or not splits["test"]:
-        raise ConfigError("data.source", str(path), "an ImageFolder mirror must hold train/<class>/* and test/<class>/* images")
+        raise ConfigError(
+            "data.source", str(path), "an ImageFolder mirror must hold train/<class>/* and test/<class>/* images"
+        )
     classes = sorted({c for c, _ in splits["train"]})
     index = {c: i for i, c in enumerate(classes)}
     tensors = []
     for split in ("train", "test"):
         shapes = {tuple(img.shape) for _, img in splits[split]}
         if len(shapes) != 1:
-            raise ConfigError("data.source", str(path), f"all {split} images must have one size; found {sorted(shapes)}")
-        tensors += [torch.stack([img for _, img in splits[split]]),
-                    torch.tensor([index[c] for c, _ in splits[split]], dtype=torch.long)]
+            raise ConfigError(
+                "data.source", str(path), f"all {split} images must have one size; found {sorted(shapes)}"
+            )
+        tensors += [
+            torch.stack([img for _, img in splits[split]]),
+            torch.tensor([index[c] for c, _ in splits[split]], dtype=torch.long),
+        ]
     return Decoded(*tensors, classes=classes, lossy=lossy)
 
 
@@ -106,8 +118,13 @@ def load_official(dataset_cls, root: Path) -> Decoded:
         data = torch.as_tensor(np.asarray(data))
         return data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2).contiguous()
 
-    return Decoded(as_nchw(train.data), torch.as_tensor(train.targets).long(),
-                   as_nchw(test.data), torch.as_tensor(test.targets).long(), list(train.classes))
+    return Decoded(
+        as_nchw(train.data),
+        torch.as_tensor(train.targets).long(),
+        as_nchw(test.data),
+        torch.as_tensor(test.targets).long(),
+        list(train.classes),
+    )
 
 
 def read_bytes_for_hash(path: Path) -> Iterator[bytes]:

@@ -1,5 +1,6 @@
 """The block vocabulary every backbone is built from. No block names an activation, norm or init:
 they come in a LayerKit built from the config."""
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -17,7 +18,9 @@ class LayerKit:
 
 def _pool(kind: str | None) -> nn.Module | None:
     # ceil_mode: odd maps (7x7) pool to the size a stride-2 1x1 shortcut conv gives (4x4)
-    return {"max": nn.MaxPool2d(2, ceil_mode=True), "avg": nn.AvgPool2d(2, ceil_mode=True), None: None, "none": None}[kind]
+    return {"max": nn.MaxPool2d(2, ceil_mode=True), "avg": nn.AvgPool2d(2, ceil_mode=True), None: None, "none": None}[
+        kind
+    ]
 
 
 class ConvBlock(nn.Sequential):
@@ -42,8 +45,17 @@ class Stage(nn.Module):
     or, when the shape changes, a 1x1 conv with the block's stride. post_act: an activation after the sum
     (ResNet's basic block)."""
 
-    def __init__(self, convs: Sequence[nn.Module], cin: int, cout: int, kit: LayerKit, stride: int = 1,
-                 pool: str | None = None, skip: bool = False, post_act: bool = False):
+    def __init__(
+        self,
+        convs: Sequence[nn.Module],
+        cin: int,
+        cout: int,
+        kit: LayerKit,
+        stride: int = 1,
+        pool: str | None = None,
+        skip: bool = False,
+        post_act: bool = False,
+    ):
         super().__init__()
         self.convs = nn.Sequential(*convs)
         self.pool = _pool(pool)
@@ -53,8 +65,9 @@ class Stage(nn.Module):
             if cin == cout and total_stride == 1:
                 self.shortcut = nn.Identity()
             else:
-                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, total_stride, bias=not kit.norm.enabled),
-                                              kit.norm.conv(cout))
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, total_stride, bias=not kit.norm.enabled), kit.norm.conv(cout)
+                )
         self.post_act = kit.act() if post_act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +88,11 @@ class Dense(nn.Module):
         norm = kit.norm.fc(fout) if kit.norm.fc is not None else nn.Identity()
         act = kit.act()
         use_bias = not (kit.norm.enabled and kit.norm.placement == "before_act")
-        self.layers = nn.Sequential(nn.Linear(fin, fout, bias=use_bias),
-                                    *([norm, act] if kit.norm.placement == "before_act" else [act, norm]),
-                                    *([nn.Dropout(dropout)] if dropout else []))
+        self.layers = nn.Sequential(
+            nn.Linear(fin, fout, bias=use_bias),
+            *([norm, act] if kit.norm.placement == "before_act" else [act, norm]),
+            *([nn.Dropout(dropout)] if dropout else []),
+        )
         self.shortcut = None
         if skip:
             self.shortcut = nn.Identity() if fin == fout else nn.Linear(fin, fout, bias=False)
@@ -90,8 +105,16 @@ class Dense(nn.Module):
 class Head(nn.Sequential):
     """Flatten (pool="flatten") or global-average-pool (pool="avg") -> hidden Dense layers -> Linear to classes."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, kit: LayerKit,
-                 pool: str = "flatten", dropout: float = 0.0, skip: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        num_classes: int,
+        kit: LayerKit,
+        pool: str = "flatten",
+        dropout: float = 0.0,
+        skip: bool = False,
+    ):
         layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if pool == "avg" else []
         layers.append(nn.Flatten())
         width = in_features

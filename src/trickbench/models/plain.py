@@ -1,13 +1,15 @@
 """Plain conv stacks: the lecture's CNN, LeNet-5 and VGG16, all compositions of Stage(ConvBlock...)."""
+
+from torch import nn
+
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage, output_shape
 from trickbench.models.registry import register_model
-from torch import nn
 
 
 def _conv_stages(cin, widths, convs, kit, kernel_size, pool, skip, conv_dropout, in_size):
     """One Stage per (width, n_convs); pooling is skipped once the map is smaller than 2x2."""
     stages, size = [], in_size
-    for cout, n in zip(widths, convs):
+    for cout, n in zip(widths, convs, strict=True):
         block_pool = pool if pool not in (None, "none") and size >= 2 else None
         blocks = [ConvBlock(cin if i == 0 else cout, cout, kit, kernel_size, dropout=conv_dropout) for i in range(n)]
         stages.append(Stage(blocks, cin, cout, kit, pool=block_pool, skip=skip))
@@ -22,10 +24,30 @@ def _with_head(features, in_shape, head, num_classes, kit, dropout):
 
 
 @register_model
-def cnn(in_shape, num_classes, kit: LayerKit, channels=(32, 64), convs_per_block=1, kernel_size=3, pool="max",
-        head=(128,), skip=False, dropout=0.0, conv_dropout=0.0):
-    features = _conv_stages(in_shape[0], channels, [convs_per_block] * len(channels), kit, kernel_size, pool, skip,
-                            conv_dropout, in_shape[1])
+def cnn(
+    in_shape,
+    num_classes,
+    kit: LayerKit,
+    channels=(32, 64),
+    convs_per_block=1,
+    kernel_size=3,
+    pool="max",
+    head=(128,),
+    skip=False,
+    dropout=0.0,
+    conv_dropout=0.0,
+):
+    features = _conv_stages(
+        in_shape[0],
+        channels,
+        [convs_per_block] * len(channels),
+        kit,
+        kernel_size,
+        pool,
+        skip,
+        conv_dropout,
+        in_shape[1],
+    )
     return _with_head(features, in_shape, head, num_classes, kit, dropout)
 
 

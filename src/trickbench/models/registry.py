@@ -1,4 +1,5 @@
 """Models found by name: @register_model on a builder(in_shape, num_classes, kit, **options)."""
+
 import inspect
 from typing import Callable
 

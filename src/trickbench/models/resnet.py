@@ -1,7 +1,9 @@
 """ResNets with the CIFAR stem (conv3x3, stride 1, no max-pool), built from basic-block Stages."""
+
+from torch import nn
+
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage
 from trickbench.models.registry import register_model
-from torch import nn
 
 
 def _basic_block(cin, cout, stride, kit, skip):

@@ -1,4 +1,5 @@
 """Activation factory: conf/activation/<name>.yaml -> a zero-argument constructor of an nn.Module."""
+
 from functools import partial
 from typing import Callable
 

@@ -1,4 +1,5 @@
 """Weight-init factory: conf/init/<name>.yaml -> applied to every conv and linear weight."""
+
 from functools import partial
 
 import torch

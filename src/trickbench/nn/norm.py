@@ -1,4 +1,5 @@
 """Normalization factory: conf/norm/<name>.yaml -> layers for conv feature maps and for FC features."""
+
 import math
 from dataclasses import dataclass
 from typing import Callable
