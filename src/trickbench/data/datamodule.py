@@ -209,8 +209,8 @@ class ImageDataModule(L.LightningDataModule):
             cache_file, build = self._cache_file_and_builder
             self._data, self.cache_hit = load_or_build(cache_file, build)
         n_train = len(self._data["train_y"])
-        if self.subset is not None and not 0 < self.subset <= n_train:
-            raise ConfigError("data.subset", self.subset, f"must be in [1, {n_train}] (the train set size) or null")
+        if self.subset is not None and not 2 <= self.subset <= n_train:
+            raise ConfigError("data.subset", self.subset, f"must be in [2, {n_train}] (the train set size) or null")
         pool = self.subset or n_train
         if not 0 < self.val_size < pool:
             raise ConfigError(
