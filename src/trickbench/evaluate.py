@@ -22,7 +22,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(
             "ckpt_path", str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)"
         )
-    stored = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    stored = checkpoint.get("hyper_parameters", {})
     if "config" not in stored:
         raise ConfigError("ckpt_path", str(path), "a checkpoint written by train.py (it stores the run's config)")
     run_cfg = OmegaConf.create(stored["config"])
@@ -32,7 +33,8 @@ def evaluate(cfg: DictConfig) -> dict:
             data_cfg[key] = cfg.data[key]
     dm = instantiate(data_cfg, augment=None, seed=run_cfg.seed)
     net = build_model(run_cfg.model, run_cfg.activation, run_cfg.norm, run_cfg.init, dm.shape, dm.num_classes)
-    module = TrickModule.load_from_checkpoint(path, map_location="cpu", net=net)
+    module = TrickModule(net, stored["config"], stored["num_classes"])
+    module.load_state_dict(checkpoint["state_dict"])
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics = trainer.test(module, dm)[0]
     result = {
