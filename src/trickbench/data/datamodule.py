@@ -86,6 +86,11 @@ def _as_is(batch):
     return batch
 
 
+def mixed_seed(*parts: int) -> int:
+    """One well-mixed seed from several integers (nearby inputs give unrelated streams)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
 class EpochSeededSampler(Sampler[int]):
     """A fresh permutation per epoch from (seed, epoch) alone: RandomSampler's generator state is not
     in the checkpoint, so a resumed run would see other batches."""
@@ -97,15 +102,11 @@ class EpochSeededSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        g = torch.Generator().manual_seed(mixed_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self):
         return self.n
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -205,7 +206,9 @@ class ImageDataModule(L.LightningDataModule):
     # ---- Lightning hooks
     def prepare_data(self) -> None:
         """Decode and cache once; check the split sizes before any training starts."""
-        if self._data is None:  # Lightning calls this again before test
+        if self.transform is not None:  # Lightning calls this again before test; the splits are made
+            return
+        if self._data is None:
             cache_file, build = self._cache_file_and_builder
             self._data, self.cache_hit = load_or_build(cache_file, build)
         n_train = len(self._data["train_y"])
@@ -246,6 +249,7 @@ class ImageDataModule(L.LightningDataModule):
             "normalization": {"mode": self.normalize, "mean": mean, "std": std},
         }
         self.transform = BatchTransform(self.normalize, self.augment_cfg, self.shape[1:], mean, std)
+        self._data = None  # the splits hold their own copies
 
     def _loader(self, ds: TensorBatches, batch_size: int, sampler=None) -> DataLoader:
         # data is in memory: workers would only copy it; pinned memory makes the host-to-GPU copy async
@@ -272,5 +276,5 @@ class ImageDataModule(L.LightningDataModule):
         x, y = batch
         training = self.trainer is not None and self.trainer.training
         if training:  # augmentation and dropout draw from (seed, step): a resumed run replays them
-            torch.manual_seed(step_seed(self.seed, self.trainer.global_step, self.trainer.global_rank))
+            torch.manual_seed(mixed_seed(self.seed, self.trainer.global_step, self.trainer.global_rank))
         return self.transform(x, train=training), y
