@@ -43,7 +43,7 @@ class ConvBlock(nn.Sequential):
 class Stage(nn.Module):
     """convs, then pooling; with skip: out = pool(convs(x)) + shortcut(x), the shortcut being the identity
     or, when the shape changes, a 1x1 conv with the block's stride. post_act: an activation after the sum
-    (ResNet's basic block)."""
+    (ResNet's basic block). avg_down: a strided shortcut average-pools, then convolves with stride 1 (ResNet-D)."""
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class Stage(nn.Module):
         pool: str | None = None,
         skip: bool = False,
         post_act: bool = False,
+        avg_down: bool = False,
     ):
         super().__init__()
         self.convs = nn.Sequential(*convs)
@@ -65,8 +66,13 @@ class Stage(nn.Module):
             if cin == cout and total_stride == 1:
                 self.shortcut = nn.Identity()
             else:
+                # a strided 1x1 conv reads 1 pixel in stride**2; pooling first lets the shortcut see them all
+                down = avg_down and total_stride > 1
+                pool = [nn.AvgPool2d(total_stride, ceil_mode=True, count_include_pad=False)] if down else []
                 self.shortcut = nn.Sequential(
-                    nn.Conv2d(cin, cout, 1, total_stride, bias=not kit.norm.enabled), kit.norm.conv(cout)
+                    *pool,
+                    nn.Conv2d(cin, cout, 1, 1 if down else total_stride, bias=not kit.norm.enabled),
+                    kit.norm.conv(cout),
                 )
         self.post_act = kit.act() if post_act else None
 

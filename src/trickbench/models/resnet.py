@@ -1,32 +1,130 @@
-"""ResNets with the CIFAR stem (conv3x3, stride 1, no max-pool), built from basic-block Stages."""
+"""ResNets built from Stage/ConvBlock: basic-block resnet18/resnet20 and bottleneck resnet50, with the
+Bag-of-Tricks tweaks (He et al. 2019) as options:
+- model.variant: a (the original), b (bottleneck stride on the 3x3), c (the deep stem), d (downsampling shortcut
+  = 2x2 avg-pool, then a stride-1 1x1 conv). On bottlenecks c and d include b, as in the paper's cumulative tweaks.
+- model.stem: cifar (conv3x3 s1), imagenet (conv7x7 s2 + max-pool), deep (three conv3x3 + max-pool);
+  null picks deep for variant c, else cifar.
+- model.zero_init_residual: the last norm's gamma of every residual block starts at 0, so each block starts as
+  act(shortcut(x))."""
 
 from torch import nn
 
+from trickbench.errors import ConfigError
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage
 from trickbench.models.registry import register_model
 
-
-def _basic_block(cin, cout, stride, kit, skip):
-    convs = [ConvBlock(cin, cout, kit, 3, stride), ConvBlock(cout, cout, kit, 3, act=False)]
-    return Stage(convs, cin, cout, kit, stride=stride, skip=skip, post_act=True)
+STEMS = ("cifar", "imagenet", "deep")
+VARIANTS = ("a", "b", "c", "d")
 
 
-def _resnet(in_shape, num_classes, kit, width, blocks, skip, dropout):
-    layers = [ConvBlock(in_shape[0], width, kit, 3)]
-    cin = width
+def _stem(cin: int, width: int, kit: LayerKit, stem: str) -> list[nn.Module]:
+    if stem == "cifar":
+        return [ConvBlock(cin, width, kit, 3)]
+    pool = nn.MaxPool2d(3, 2, padding=1)
+    if stem == "imagenet":
+        return [ConvBlock(cin, width, kit, 7, 2), pool]
+    half = width // 2  # ResNet-C: three 3x3 convs cost about what the 7x7 did
+    return [ConvBlock(cin, half, kit, 3, 2), ConvBlock(half, half, kit, 3), ConvBlock(half, width, kit, 3), pool]
+
+
+def _basic_block(cin, planes, stride, kit, skip, variant):
+    convs = [ConvBlock(cin, planes, kit, 3, stride), ConvBlock(planes, planes, kit, 3, act=False)]
+    return Stage(convs, cin, planes, kit, stride=stride, skip=skip, post_act=True, avg_down=variant == "d")
+
+
+def _bottleneck(cin, planes, stride, kit, skip, variant):
+    # ResNet-B: a strided 1x1 conv skips 3 pixels in 4; on the 3x3 the stride reads them all
+    s1, s3 = (stride, 1) if variant == "a" else (1, stride)
+    convs = [
+        ConvBlock(cin, planes, kit, 1, s1),
+        ConvBlock(planes, planes, kit, 3, s3),
+        ConvBlock(planes, 4 * planes, kit, 1, act=False),
+    ]
+    return Stage(convs, cin, 4 * planes, kit, stride=stride, skip=skip, post_act=True, avg_down=variant == "d")
+
+
+def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual) -> str:
+    """Fails on options that do not apply to this network; returns the stem to build."""
+    if variant not in VARIANTS:
+        raise ConfigError("model.variant", variant, f"one of {list(VARIANTS)}")
+    if stem not in (None, *STEMS):
+        raise ConfigError("model.stem", stem, f"one of {list(STEMS)}, or null (deep for model.variant=c, else cifar)")
+    applies = [v for v in VARIANTS if (bottleneck or v != "b") and (skip or v != "d")]
+    if variant not in applies:
+        why = "the downsampling shortcut, and model.skip=false has none" if variant == "d" else "a bottleneck's 3x3"
+        raise ConfigError("model.variant", variant, f"moves {why} (model={name}); allowed here: {applies}")
+    if variant == "c" and stem not in (None, "deep"):
+        raise ConfigError(
+            "model.variant", variant, f"is the deep stem, so model.stem={stem} contradicts it; allowed: null, deep"
+        )
+    if not isinstance(zero_init_residual, bool):
+        raise ConfigError("model.zero_init_residual", zero_init_residual, "true or false")
+    if zero_init_residual and not (kit.norm.enabled and skip):
+        missing = "norm=none has no gamma to zero" if skip else "model.skip=false has no residual blocks"
+        raise ConfigError("model.zero_init_residual", True, f"{missing}; allowed: false")
+    return stem or ("deep" if variant == "c" else "cifar")
+
+
+def _resnet(in_shape, num_classes, kit, name, bottleneck, width, blocks, skip, dropout, stem, variant, zero_gamma):
+    stem = _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_gamma)
+    make_block, expansion = (_bottleneck, 4) if bottleneck else (_basic_block, 1)
+    layers, cin = _stem(in_shape[0], width, kit, stem), width
     for i, n in enumerate(blocks):
-        cout = width * 2**i
         for j in range(n):
-            layers.append(_basic_block(cin, cout, 2 if (i > 0 and j == 0) else 1, kit, skip))
-            cin = cout
+            block = make_block(cin, width * 2**i, 2 if (i > 0 and j == 0) else 1, kit, skip, variant)
+            if zero_gamma:  # init functions (nn/init.py) touch conv and linear weights only, so this stays 0
+                nn.init.zeros_(block.convs[-1][1].weight)  # the last ConvBlock is conv -> norm
+            layers.append(block)
+            cin = width * 2**i * expansion
     return Backbone(nn.Sequential(*layers), Head(cin, (), num_classes, kit, "avg", dropout))
 
 
 @register_model
-def resnet18(in_shape, num_classes, kit: LayerKit, width=64, blocks=(2, 2, 2, 2), skip=True, dropout=0.0):
-    return _resnet(in_shape, num_classes, kit, width, blocks, skip, dropout)
+def resnet18(
+    in_shape,
+    num_classes,
+    kit: LayerKit,
+    width=64,
+    blocks=(2, 2, 2, 2),
+    skip=True,
+    dropout=0.0,
+    stem=None,
+    variant="a",
+    zero_init_residual=False,
+):
+    args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
+    return _resnet(in_shape, num_classes, kit, "resnet18", False, *args)
 
 
 @register_model
-def resnet20(in_shape, num_classes, kit: LayerKit, width=16, blocks=(3, 3, 3), skip=True, dropout=0.0):
-    return _resnet(in_shape, num_classes, kit, width, blocks, skip, dropout)
+def resnet20(
+    in_shape,
+    num_classes,
+    kit: LayerKit,
+    width=16,
+    blocks=(3, 3, 3),
+    skip=True,
+    dropout=0.0,
+    stem=None,
+    variant="a",
+    zero_init_residual=False,
+):
+    args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
+    return _resnet(in_shape, num_classes, kit, "resnet20", False, *args)
+
+
+@register_model
+def resnet50(
+    in_shape,
+    num_classes,
+    kit: LayerKit,
+    width=64,
+    blocks=(3, 4, 6, 3),
+    skip=True,
+    dropout=0.0,
+    stem=None,
+    variant="a",
+    zero_init_residual=False,
+):
+    args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
+    return _resnet(in_shape, num_classes, kit, "resnet50", True, *args)
