@@ -1,18 +1,114 @@
-"""conf/optimizer and conf/scheduler: torch.optim classes by _target_, and the Lightning scheduler dict."""
+"""conf/optimizer and conf/scheduler: torch.optim classes by _target_, plus the keys that are ours, not the
+classes': linear lr scaling and no-bias-decay param groups (optimizer), linear warmup (scheduler)."""
+
+import logging
 
 from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
+
+from trickbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+OPTIMIZER_KEYS = ("scale_lr_to_batch", "no_bias_decay")
+SCHEDULER_KEYS = ("warmup_epochs", "warmup_start_factor")
+# lr_scheduler arguments that give the schedule's length: null = the rest of the run after warmup
+RUN_LENGTH_ARGS = ("T_max", "total_iters")
+# _NormBase: batch and instance norms (private, but the one base class they share)
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
 
-def build_optimizer(params, cfg):
-    return instantiate(cfg)(params)
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def build_scheduler(optimizer, cfg, total_steps: int, max_epochs: int) -> dict | None:
-    """{"scheduler", "interval"} for Lightning, or None for a constant lr. A null T_max means the whole
-    run: total optimizer steps for interval=step, epochs for interval=epoch."""
-    if cfg.get("lr_scheduler") is None:
-        return None
-    extra = {}
-    if "T_max" in cfg.lr_scheduler and cfg.lr_scheduler.T_max is None:
-        extra["T_max"] = total_steps if cfg.interval == "step" else max_epochs
-    return {"scheduler": instantiate(cfg.lr_scheduler)(optimizer, **extra), "interval": cfg.interval}
+def check_optimizer(cfg: DictConfig) -> None:
+    ref = cfg.get("scale_lr_to_batch")
+    if ref is not None and not (_is_int(ref) and ref >= 1):
+        raise ConfigError("optimizer.scale_lr_to_batch", ref, "null (off) or the reference batch size, an integer >= 1")
+    if not isinstance(cfg.get("no_bias_decay", False), bool):
+        raise ConfigError("optimizer.no_bias_decay", cfg.no_bias_decay, "true or false")
+
+
+def check_scheduler(cfg: DictConfig, max_epochs: int) -> None:
+    warmup = cfg.get("warmup_epochs", 0)
+    if not (_is_int(warmup) and 0 <= warmup < max_epochs):
+        raise ConfigError("scheduler.warmup_epochs", warmup, f"an integer >= 0 and < trainer.max_epochs ({max_epochs})")
+    start = cfg.get("warmup_start_factor", 1e-3)
+    if isinstance(start, bool) or not isinstance(start, int | float) or not 0 < start <= 1:
+        raise ConfigError("scheduler.warmup_start_factor", start, "a number in (0, 1]")
+
+
+def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
+    """Linear scaling (Goyal et al. 2017): optimizer.lr is the lr for a batch of scale_lr_to_batch images."""
+    ref = cfg.get("scale_lr_to_batch")
+    return cfg.lr if ref is None else cfg.lr * global_batch / ref
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only; biases and every norm layer's parameters get none."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            (no_decay if isinstance(module, NORM_LAYERS) or p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: DictConfig, global_batch: int) -> Optimizer:
+    """global_batch: the images behind one optimizer step (per device x devices x accumulated batches)."""
+    check_optimizer(cfg)
+    lr = scaled_lr(cfg, global_batch)
+    if lr != cfg.lr:
+        log.info("lr %g = optimizer.lr %g x global batch %d / %d", lr, cfg.lr, global_batch, cfg.scale_lr_to_batch)
+    make = instantiate({k: v for k, v in cfg.items() if k not in OPTIMIZER_KEYS})
+    if cfg.get("no_bias_decay", False):
+        if not cfg.get("weight_decay"):
+            log.warning("optimizer.no_bias_decay=true has no effect: optimizer.weight_decay is 0")
+        return make(param_groups(model, cfg.get("weight_decay", 0.0)), lr=lr)
+    return make(model.parameters(), lr=lr)
+
+
+def _per_step(cls: type, kwargs: dict, steps_per_epoch: int) -> tuple[type, dict]:
+    """An epoch-interval schedule as the per-step one that changes the lr at the same epoch boundaries."""
+    if cls is StepLR:
+        return StepLR, {**kwargs, "step_size": kwargs["step_size"] * steps_per_epoch}
+    if cls is MultiStepLR:
+        return MultiStepLR, {**kwargs, "milestones": [m * steps_per_epoch for m in kwargs["milestones"]]}
+    if cls is ExponentialLR:  # lr x gamma once per epoch = a StepLR of one epoch
+        return StepLR, {**kwargs, "step_size": steps_per_epoch}
+    allowed = f"step for {cls.__name__} under warmup (epoch: StepLR, MultiStepLR, ExponentialLR)"
+    raise ConfigError("scheduler.interval", "epoch", allowed)
+
+
+def _schedule(optimizer, cfg: DictConfig, run_length: int, steps_per_epoch: int | None) -> LRScheduler:
+    """cfg.lr_scheduler on the optimizer; steps_per_epoch given: converted to run per optimizer step."""
+    partial = instantiate(cfg.lr_scheduler)
+    cls, kwargs = partial.func, dict(partial.keywords)
+    kwargs |= {k: run_length for k in RUN_LENGTH_ARGS if k in kwargs and kwargs[k] is None}
+    if steps_per_epoch is not None and cfg.interval == "epoch":
+        cls, kwargs = _per_step(cls, kwargs, steps_per_epoch)
+    return cls(optimizer, **kwargs)
+
+
+def build_scheduler(optimizer, cfg: DictConfig, total_steps: int, max_epochs: int) -> dict | None:
+    """{"scheduler", "interval"} for Lightning, or None for a constant lr. A null T_max/total_iters is the
+    whole run, in the schedule's interval. With scheduler.warmup_epochs, the lr rises linearly per step from
+    warmup_start_factor x lr to lr, then the schedule starts as if training began there (its epoch 0 is the
+    first epoch after warmup); everything runs per step, epoch schedules still changing the lr at epoch ends."""
+    check_scheduler(cfg, max_epochs)
+    warmup_epochs = cfg.get("warmup_epochs", 0)
+    if not warmup_epochs:
+        if cfg.get("lr_scheduler") is None:
+            return None
+        run_length = total_steps if cfg.interval == "step" else max_epochs
+        return {"scheduler": _schedule(optimizer, cfg, run_length, None), "interval": cfg.interval}
+    steps_per_epoch = total_steps // max_epochs
+    warmup_steps = warmup_epochs * steps_per_epoch
+    warmup = LinearLR(optimizer, start_factor=cfg.warmup_start_factor, end_factor=1.0, total_iters=warmup_steps)
+    if cfg.get("lr_scheduler") is None:  # LinearLR holds lr x end_factor once warmup is over
+        return {"scheduler": warmup, "interval": "step"}
+    after = _schedule(optimizer, cfg, total_steps - warmup_steps, steps_per_epoch)
+    return {"scheduler": SequentialLR(optimizer, [warmup, after], milestones=[warmup_steps]), "interval": "step"}
