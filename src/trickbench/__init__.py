@@ -1,1 +1,3 @@
 """trickbench: what makes a CNN train better? Every trick a Hydra config, measured with Lightning."""
+
+from trickbench import sweep as _sweep  # noqa: E402,F401  registers the resolver conf/hydra/default.yaml uses

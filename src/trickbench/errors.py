@@ -8,3 +8,11 @@ class ConfigError(TrickbenchError, ValueError):
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r}: {allowed}")
+
+
+class Diverged(TrickbenchError):
+    """The training loss became NaN/inf: results.json says status "diverged"; a sweep goes on."""
+
+    def __init__(self, step: int, epoch: int, loss: float, causes: str):
+        self.step, self.epoch = step, epoch
+        super().__init__(f"diverged: training loss is {loss} at step {step} (epoch {epoch}); likely causes: {causes}")

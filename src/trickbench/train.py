@@ -8,21 +8,20 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from trickbench import sweep
 from trickbench.config import validate
-from trickbench.errors import TrickbenchError
+from trickbench.errors import ConfigError, Diverged, TrickbenchError
 from trickbench.models import build_model, count_params
 from trickbench.module import TrickModule
 from trickbench.results import device_name, git_info, versions, write_json
 
 log = logging.getLogger(__name__)
-
-
-def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 
 def _callbacks(cfg: DictConfig) -> list:
@@ -32,20 +31,34 @@ def _callbacks(cfg: DictConfig) -> list:
     return [instantiate(c) for c in wanted.values()]
 
 
+def _plugins() -> list:
+    # under SLURM the submitit launcher requeues (conf/hydra/launcher/slurm.yaml); Lightning's requeue would double it
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def run(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns what it writes to <output_dir>/results.json."""
     started = time.time()
     validate(cfg)
     out_dir = Path(cfg.paths.output_dir)
+    done = sweep.finished(out_dir, _overrides(cfg))
+    if done is not None:
+        log.info("skipped: %s already says status ok", out_dir / "results.json")
+        return done
+    n_jobs = sweep.parallel_jobs()
+    sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs))
     L.seed_everything(cfg.seed, workers=True)
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), dm.num_classes)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg), logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg), logger=loggers or False, plugins=_plugins())
 
+    last_ckpt = out_dir / LAST_CKPT
+    if last_ckpt.exists():  # a killed or requeued run, or an unfinished job of a resumed sweep
+        log.info("resuming from %s", last_ckpt)
     fit_start = time.time()
-    trainer.fit(module, dm)
+    trainer.fit(module, dm, ckpt_path=last_ckpt if last_ckpt.exists() else None)
     fit_seconds = time.time() - fit_start
     last = {k: float(v) for k, v in trainer.callback_metrics.items()}  # before test() replaces them
     test = {}
@@ -54,6 +67,7 @@ def run(cfg: DictConfig) -> dict:
         test = trainer.test(module, dm, ckpt_path=best, verbose=False)[0]
 
     results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds)
+    results["n_jobs"] = n_jobs
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)
@@ -77,7 +91,7 @@ def _results(
     return {
         "status": "ok",
         "error": None,
-        "overrides": _overrides(),
+        "overrides": _overrides(cfg),
         "seed": cfg.seed,
         "split_seed": cfg.data.split_seed,
         "test": {"acc": test.get("test/acc"), "loss": test.get("test/loss")},
@@ -111,31 +125,64 @@ def _log_hparams(trainer, cfg: DictConfig, results: dict) -> None:
         lg.finalize("success")
 
 
-def main_task(cfg: DictConfig) -> dict:
-    """Hydra task: run, and on a bad value print its one-line error and exit 2, recording the failure."""
+def _overrides(cfg: DictConfig) -> list[str]:
+    """The command's overrides; a resumed run keeps those of the run it continues."""
+    saved = Path(cfg.paths.output_dir) / ".hydra" / "overrides.yaml"
+    if cfg.get("resume") and not sweep.is_multirun() and saved.exists():
+        return list(OmegaConf.load(saved))
+    return sweep.job_overrides()
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """resume=<run dir>: the config stored in its last.ckpt, continued in that folder."""
+    run_dir = Path(cfg.resume)
+    ckpt = run_dir / LAST_CKPT
+    if not ckpt.is_file():
+        raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
+    stored = torch.load(ckpt, map_location="cpu", weights_only=False).get("hyper_parameters", {}).get("config")
+    if stored is None:
+        raise ConfigError("resume", str(run_dir), f"a trickbench run folder; {ckpt} holds no config")
+    resumed = OmegaConf.create(stored)
+    resumed.paths.output_dir = str(run_dir)
+    resumed.resume = str(run_dir)
+    return resumed
+
+
+def main_task(cfg: DictConfig) -> dict | None:
+    """Hydra task. One run: a bad value prints its one-line error and exits 2 (3 when the loss diverged).
+    In a sweep (-m) every failure is recorded in the job's results.json and the sweep goes on; the sweep
+    report callback then exits non-zero naming the failed jobs."""
     try:
+        if cfg.get("resume") and not sweep.is_multirun():
+            cfg = resumed_config(cfg)
         return run(cfg)
-    except TrickbenchError as e:
-        _record_failure(cfg, e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except SIGTERMException:
+        log.error("stopped by SIGTERM; checkpoints/last.ckpt holds the progress: resume=%s", cfg.paths.output_dir)
+        sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
     except Exception as e:
-        _record_failure(cfg, e)
+        status = "diverged" if isinstance(e, Diverged) else "failed"
+        _record_failure(cfg, e, status)
+        if sweep.is_multirun():
+            log.error("job %s: %s", status, e, exc_info=not isinstance(e, TrickbenchError))
+            return None
+        if isinstance(e, TrickbenchError):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(3 if status == "diverged" else 2)
         raise
 
 
-def _record_failure(cfg: DictConfig, error: Exception) -> None:
+def _record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
     try:
-        out = Path(cfg.paths.output_dir)
+        out, overrides = Path(cfg.paths.output_dir), _overrides(cfg)
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
     line = (str(error).splitlines() or [type(error).__name__])[0]
     write_json(
         out / "results.json",
         {
-            "status": "failed",
+            "status": status,
             "error": line,
-            "overrides": _overrides(),
+            "overrides": overrides,
             "seed": cfg.get("seed"),
             "git": git_info(),
             "versions": versions(),

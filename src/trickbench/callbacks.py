@@ -1,0 +1,65 @@
+"""Lightning callbacks of conf/callbacks that Lightning does not ship."""
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from trickbench.errors import Diverged
+
+
+class DivergenceGuard(L.Callback):
+    """Stops the run when the training loss is NaN/inf. Written by hand: EarlyStopping(check_finite) looks only
+    at a monitored metric at epoch end and names no step. Checked every log_every_n_steps (a host sync then, not
+    every step); under DDP the ranks agree before raising, so all stop together."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        step = trainer.global_step
+        if step != 1 and step % max(trainer.log_every_n_steps, 1) != 0:
+            return
+        self._check(trainer, pl_module, outputs["loss"] if isinstance(outputs, dict) else outputs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule):
+        # the epoch's mean loss, already synced across ranks by self.log: catches runs shorter than the interval
+        self._check(trainer, pl_module, trainer.callback_metrics.get("train/loss"))
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
+        bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            raise Diverged(
+                trainer.global_step, trainer.current_epoch, _value(loss), _causes(getattr(pl_module, "cfg", None))
+            )
+
+
+def _value(loss) -> float:
+    try:
+        return float(loss.detach())
+    except (AttributeError, RuntimeError):
+        return math.nan  # this rank's loss was finite but another rank's was not
+
+
+def _causes(cfg) -> str:
+    if cfg is None:
+        return "lr too high, no input normalization"
+    causes = [f"lr too high (optimizer.lr={cfg.optimizer.lr})"]
+    if cfg.data.get("normalize", "none") == "none":
+        causes.append("inputs not normalized (data.normalize=none)")
+    if not cfg.norm.get("name") or cfg.norm.get("name") == "none":
+        causes.append("no normalization layers (norm=none)")
+    return ", ".join(causes)
+
+
+class CheckpointOnSigterm(L.Callback):
+    """SIGTERM (SLURM's time limit, `kill`): Lightning stops after the current batch; save last.ckpt first so a
+    requeued or resumed run loses no completed epoch."""
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.stage == "train":
+            trainer.save_checkpoint(self.path)
+            rank_zero_info(f"SIGTERM: saved {self.path}; continue with resume={self.path.parent.parent}")
