@@ -68,7 +68,7 @@ class Stage(nn.Module):
             else:
                 # a strided 1x1 conv reads 1 pixel in stride**2; pooling first lets the shortcut see them all
                 down = avg_down and total_stride > 1
-                pool = [nn.AvgPool2d(total_stride, ceil_mode=True, count_include_pad=False)] if down else []
+                pool = [nn.AvgPool2d(total_stride, ceil_mode=True)] if down else []
                 self.shortcut = nn.Sequential(
                     *pool,
                     nn.Conv2d(cin, cout, 1, 1 if down else total_stride, bias=not kit.norm.enabled),
