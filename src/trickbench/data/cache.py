@@ -2,14 +2,19 @@
 sweep jobs on a fresh clone decode once and never read a half-written file."""
 
 import hashlib
+import logging
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 from filelock import FileLock
 
-from trickbench.data.sources import read_bytes_for_hash
+from trickbench.data.sources import first_line, read_bytes_for_hash
+
+log = logging.getLogger(__name__)
 
 
 def sha256_of(path: Path) -> str:
@@ -24,7 +29,11 @@ def load_or_build(cache_file: Path, build: Callable[[], dict]) -> tuple[dict, bo
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_file) + ".lock"):
         if cache_file.exists():
-            return torch.load(cache_file, weights_only=True), True
+            try:
+                return torch.load(cache_file, weights_only=True), True
+            except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+                # damaged outside our atomic writes (a partial copy, a full disk): the source can rebuild it
+                log.warning("cache %s is unreadable (%s); decoding again", cache_file, first_line(e))
         data = build()
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         try:

@@ -33,6 +33,7 @@ FASHION_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ DATASETS = {
         ("/usr/share/datasets/fashion-mnist",),
     ),
     "cifar10": DatasetSpec(
-        (3, 32, 32), tvd.CIFAR10, lambda p: load_imagefolder(p, 3), "ImageFolder train/<class>/*, test/<class>/*"
+        (3, 32, 32),
+        tvd.CIFAR10,
+        lambda p: load_imagefolder(p, 3, CIFAR10_CLASSES),
+        "ImageFolder train/<class>/*, test/<class>/*",
     ),
 }
 

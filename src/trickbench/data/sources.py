@@ -3,6 +3,7 @@
 
 import gzip
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +27,14 @@ class Decoded:
     lossy: bool = False  # decoded from JPEG files
 
 
+# What reading a truncated or corrupt archive or .gz raises (tarfile, gzip and zlib each have their own).
+UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _members(path: Path) -> Iterator[tuple[str, bytes]]:
     """(relative path, bytes) of every file under a folder or inside a tarball, in sorted order."""
     if path.is_dir():
@@ -33,22 +42,32 @@ def _members(path: Path) -> Iterator[tuple[str, bytes]]:
             yield f.relative_to(path).as_posix(), f.read_bytes()
         return
     try:
-        tar = tarfile.open(path)
-    except tarfile.ReadError as e:
-        raise ConfigError("data.source", str(path), "a folder or a .tar/.tar.gz archive") from e
-    with tar:
-        for m in sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name):
-            yield m.name, tar.extractfile(m).read()
+        with tarfile.open(path) as tar:
+            for m in sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name):
+                yield m.name, tar.extractfile(m).read()
+    except UNREADABLE as e:
+        raise ConfigError(
+            "data.source", str(path), f"a folder or a complete .tar/.tar.gz archive; reading it failed: {first_line(e)}"
+        ) from e
 
 
 # IDX (LeCun's MNIST format), read from bytes: torchvision's reader wants a decompressed file on disk.
 # Header: 2 zero bytes, type (0x08 = uint8), ndim, then ndim big-endian int32 sizes.
 def _read_idx(raw: bytes) -> torch.Tensor:
+    """The uint8 array in an IDX file (gzipped or not); ValueError saying what is wrong with it."""
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except UNREADABLE as e:
+            raise ValueError(f"truncated or corrupt gzip ({first_line(e)})") from e
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ValueError("not a uint8 IDX file (its header does not start with 00 00 08)")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
-    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy())
+    header = 4 + 4 * ndim
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4) if len(raw) >= header else None
+    if dims is None or len(raw) != header + int(np.prod(dims, dtype=np.int64)):
+        raise ValueError(f"{len(raw)} bytes, but its header promises {header} + the product of {dims}: truncated")
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy())
 
 
 IDX_FILES = {
@@ -65,10 +84,24 @@ def load_idx(path: Path, classes: list[str]) -> Decoded:
         stem = Path(name).name.removesuffix(".gz")
         for key, idx_name in IDX_FILES.items():
             if stem == idx_name:
-                found[key] = _read_idx(raw)
+                try:
+                    found[key] = _read_idx(raw)
+                except ValueError as e:
+                    raise ConfigError("data.source", str(path), f"readable IDX files; {name}: {e}") from e
     missing = [IDX_FILES[k] + ".gz" for k in IDX_FILES if k not in found]
     if missing:
         raise ConfigError("data.source", str(path), f"an IDX mirror must hold {missing}")
+    for split, x, y in (("train", found["train_x"], found["train_y"]), ("t10k", found["test_x"], found["test_y"])):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ConfigError(
+                "data.source",
+                str(path),
+                f"{split} images as N x H x W and N labels; found {tuple(x.shape)} and {tuple(y.shape)}",
+            )
+        if len(y) and int(y.max()) >= len(classes):
+            raise ConfigError(
+                "data.source", str(path), f"{split} labels in [0, {len(classes) - 1}]; found {int(y.max())}"
+            )
     return Decoded(
         found["train_x"].unsqueeze(1),
         found["train_y"].long(),
@@ -78,8 +111,8 @@ def load_idx(path: Path, classes: list[str]) -> Decoded:
     )
 
 
-def load_imagefolder(path: Path, channels: int) -> Decoded:
-    """<path>/[top/]{train,test}/<class>/<image>; class index = sorted class-folder names."""
+def load_imagefolder(path: Path, channels: int, classes: list[str]) -> Decoded:
+    """<path>/[top/]{train,test}/<class>/<image>, exactly the given classes; class index = sorted names."""
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     splits: dict[str, list[tuple[str, torch.Tensor]]] = {"train": [], "test": []}
     lossy = False
@@ -88,13 +121,25 @@ def load_imagefolder(path: Path, channels: int) -> Decoded:
         if len(parts) < 3 or parts[-3] not in splits or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
             continue
         lossy |= Path(name).suffix.lower() in {".jpg", ".jpeg"}
-        image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=mode)
+        try:
+            image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=mode)
+        except RuntimeError as e:
+            raise ConfigError("data.source", str(path), f"decodable images; {name}: {first_line(e)}") from e
         splits[parts[-3]].append((parts[-2], image))
     if not splits["train"] or not splits["test"]:
         raise ConfigError(
             "data.source", str(path), "an ImageFolder mirror must hold train/<class>/* and test/<class>/* images"
         )
-    classes = sorted({c for c, _ in splits["train"]})
+    classes = sorted(classes)
+    for split, images in splits.items():
+        found = {c for c, _ in images}
+        if found != set(classes):
+            missing, extra = sorted(set(classes) - found), sorted(found - set(classes))
+            raise ConfigError(
+                "data.source",
+                str(path),
+                f"one {split}/<class> folder per class of {classes}; missing {missing}, extra {extra}",
+            )
     index = {c: i for i, c in enumerate(classes)}
     tensors = []
     for split in ("train", "test"):
