@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.data import NORMALIZE_MODES
@@ -22,6 +23,10 @@ def _is_number(v) -> bool:
     return isinstance(v, Number) and not isinstance(v, bool)
 
 
+def _is_file(v) -> bool:
+    return isinstance(v, str) and Path(to_absolute_path(v)).is_file()
+
+
 # key, test, what is allowed. A key the config does not have (e.g. model.conv_dropout of resnet18) is not checked.
 RULES = [
     ("seed", _is_int, "an integer"),
@@ -36,6 +41,26 @@ RULES = [
     ("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.conv_dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("optimizer.momentum", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("loss.label_smoothing", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("augment.mixup_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
+    ("augment.cutmix_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
+    ("scheduler.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: no warmup)"),
+    ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
+]
+
+# key, test(value, cfg), what is allowed given cfg: limits set by another key, checked once every key has its type.
+RELATIONS = [
+    (
+        "scheduler.warmup_epochs",
+        lambda v, cfg: v < cfg.trainer.max_epochs,
+        lambda cfg: f"less than trainer.max_epochs={cfg.trainer.max_epochs} (the warmup must end before training does)",
+    ),
+    (
+        "data.val_size",
+        lambda v, cfg: cfg.data.get("subset") is None or v < cfg.data.subset,
+        lambda cfg: f"less than data.subset={cfg.data.subset} (the subset is split into train and val)",
+    ),
 ]
 
 
@@ -44,6 +69,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is not _MISSING and not ok(value):
             raise ConfigError(key, value, allowed)
+    for key, ok, allowed in RELATIONS:
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is not _MISSING and value is not None and not ok(value, cfg):
+            raise ConfigError(key, value, allowed(cfg))
     if HydraConfig.initialized():  # trick choices live in Hydra's record of the command line
         check_trick_conflicts(selected_tricks(), trick_dir())
 
