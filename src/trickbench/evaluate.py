@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from trickbench.data.sources import first_line
 from trickbench.errors import ConfigError, TrickbenchError
 from trickbench.models import build_model
 from trickbench.module import TrickModule
@@ -16,16 +17,54 @@ from trickbench.results import write_json
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    path = Path(cfg.ckpt_path)
+RUN_KEYS = ("seed", "data", "model", "activation", "norm", "init")  # what rebuilding the run reads
+
+
+def load_checkpoint(path: Path, key: str = "ckpt_path") -> dict:
+    """A checkpoint written by train.py, checked: its stored config can rebuild the run. Anything else (no
+    file, another program's file, a truncated download) is a ConfigError on `key`."""
     if not path.is_file():
         raise ConfigError(
-            "ckpt_path", str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)"
+            key, str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    stored = checkpoint.get("hyper_parameters", {})
-    if "config" not in stored:
-        raise ConfigError("ckpt_path", str(path), "a checkpoint written by train.py (it stores the run's config)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (torch.load raises a different type for each way a file is not a checkpoint)
+        raise ConfigError(
+            key, str(path), f"a .ckpt file written by train.py; torch.load failed: {first_line(e)}"
+        ) from e
+    stored = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    config = stored.get("config")
+    if not isinstance(config, dict) or any(k not in config for k in RUN_KEYS) or "state_dict" not in checkpoint:
+        raise ConfigError(key, str(path), "a checkpoint written by train.py (it stores the run's config and weights)")
+    return checkpoint
+
+
+def load_weights(module: TrickModule, checkpoint: dict, path: Path, key: str = "ckpt_path") -> None:
+    """The checkpoint's weights into module; a checkpoint of another model is one line naming a misfit."""
+    theirs, ours = checkpoint["state_dict"], module.state_dict()
+    # load_state_dict's own error spans many lines: name the first misfit instead
+    misfits = [f"{k} missing" for k in ours if k not in theirs]
+    misfits += [f"{k} unexpected" for k in theirs if k not in ours]
+    misfits += [
+        f"{k} is {tuple(theirs[k].shape)}, the model needs {tuple(ours[k].shape)}"
+        for k in ours
+        if k in theirs and theirs[k].shape != ours[k].shape
+    ]
+    if misfits:
+        model = checkpoint["hyper_parameters"]["config"]["model"].get("name", "?")
+        raise ConfigError(
+            key,
+            str(path),
+            f"weights that fit the model its config describes ({model}); {len(misfits)} do not, e.g. {misfits[0]}",
+        )
+    module.load_state_dict(theirs)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    path = Path(cfg.ckpt_path)
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint["hyper_parameters"]
     run_cfg = OmegaConf.create(stored["config"])
     data_cfg = run_cfg.data.copy()
     for key in ("source", "root"):
@@ -34,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict:
     dm = instantiate(data_cfg, augment=None, seed=run_cfg.seed)
     net = build_model(run_cfg.model, run_cfg.activation, run_cfg.norm, run_cfg.init, dm.shape, dm.num_classes)
     module = TrickModule(net, stored["config"], stored["num_classes"])
-    module.load_state_dict(checkpoint["state_dict"])
+    load_weights(module, checkpoint, path)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics = trainer.test(module, dm)[0]
     result = {
