@@ -13,8 +13,8 @@ from trickbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# keys of conf/optimizer that are not the torch class's arguments (conf/scheduler keeps its own beside lr_scheduler)
 OPTIMIZER_KEYS = ("scale_lr_to_batch", "no_bias_decay")
-SCHEDULER_KEYS = ("warmup_epochs", "warmup_start_factor")
 # lr_scheduler arguments that give the schedule's length: null = the rest of the run after warmup
 RUN_LENGTH_ARGS = ("T_max", "total_iters")
 # _NormBase: batch and instance norms (private, but the one base class they share)
@@ -61,7 +61,7 @@ def build_optimizer(model: nn.Module, cfg: DictConfig, global_batch: int) -> Opt
     """global_batch: the images behind one optimizer step (per device x devices x accumulated batches)."""
     check_optimizer(cfg)
     lr = scaled_lr(cfg, global_batch)
-    if lr != cfg.lr:
+    if cfg.get("scale_lr_to_batch") is not None:
         log.info("lr %g = optimizer.lr %g x global batch %d / %d", lr, cfg.lr, global_batch, cfg.scale_lr_to_batch)
     make = instantiate({k: v for k, v in cfg.items() if k not in OPTIMIZER_KEYS})
     if cfg.get("no_bias_decay", False):
