@@ -51,11 +51,17 @@ def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual
         raise ConfigError("model.stem", stem, f"one of {list(STEMS)}, or null (deep for model.variant=c, else cifar)")
     applies = [v for v in VARIANTS if (bottleneck or v != "b") and (skip or v != "d")]
     if variant not in applies:
-        why = "the downsampling shortcut, and model.skip=false has none" if variant == "d" else "a bottleneck's 3x3"
-        raise ConfigError("model.variant", variant, f"moves {why} (model={name}); allowed here: {applies}")
+        why = (
+            "pools the downsampling shortcut and model.skip=false has none"
+            if variant == "d"
+            else f"puts the stride on a bottleneck's 3x3 and model={name} has basic blocks"
+        )
+        raise ConfigError("model.variant", variant, f"{why}; allowed here: {applies}")
     if variant == "c" and stem not in (None, "deep"):
         raise ConfigError(
-            "model.variant", variant, f"is the deep stem, so model.stem={stem} contradicts it; allowed: null, deep"
+            "model.variant",
+            variant,
+            f"is the deep stem, so model.stem={stem} contradicts it; allowed with it: model.stem=null or deep",
         )
     if not isinstance(zero_init_residual, bool):
         raise ConfigError("model.zero_init_residual", zero_init_residual, "true or false")
