@@ -45,7 +45,8 @@ RULES = [
     ("loss.label_smoothing", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("augment.mixup_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
     ("augment.cutmix_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
-    ("scheduler.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: no warmup)"),
+    ("scheduler.warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warmup)"),
+    ("scheduler.warmup_start_factor", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
 ]
 
