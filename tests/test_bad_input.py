@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -211,7 +212,7 @@ def test_bad_source_fails_in_prepare_data_and_leaves_no_cache(
     case, fmnist_mirror, cifar_folder, cifar_tarball, tmp_path
 ):
     name, make, expected = DATA_CASES[case]
-    fixtures = type("F", (), {"fmnist": fmnist_mirror, "cifar_folder": cifar_folder, "cifar_tarball": cifar_tarball})
+    fixtures = SimpleNamespace(fmnist=fmnist_mirror, cifar_folder=cifar_folder, cifar_tarball=cifar_tarball)
     source, root = make(tmp_path, fixtures), tmp_path / "data"
     with pytest.raises(TrickbenchError) as err:
         datamodule(name, source, root).prepare_data()
@@ -245,7 +246,7 @@ def trained(tmp_path_factory, fmnist_mirror) -> dict:
     out = tmp_path_factory.mktemp("trained")
     results = run(compose_cfg(tiny_run_overrides(fmnist_mirror, root=out / "data"), out / "run"))
     checkpoint = torch.load(results["checkpoints"]["best"], map_location="cpu", weights_only=True)
-    return {"checkpoint": checkpoint, "data_root": out / "data"}
+    return {"checkpoint": checkpoint}
 
 
 def with_config(checkpoint: dict, **changes) -> dict:
@@ -269,20 +270,26 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+# case: how to make the file from (tmp, a real checkpoint), what the message says
 CKPT_CASES = {
-    "text-file": (lambda t, c: write_text(t / "notes.ckpt", "hello"), "torch.load failed"),
-    "truncated": (lambda t, c: truncated_copy(save(c, t / "full.ckpt"), t / "half.ckpt"), "torch.load failed"),
+    "text-file": (lambda t, c: write_text(t / "notes.ckpt", "hello"), ["torch.load failed"]),
+    "truncated": (lambda t, c: truncated_copy(save(c, t / "full.ckpt"), t / "half.ckpt"), ["torch.load failed"]),
     "a-data-cache-not-a-checkpoint": (
         lambda t, c: save({"train_x": torch.zeros(2, 1, 28, 28, dtype=torch.uint8)}, t / "cache.pt"),
-        "a checkpoint written by train.py (it stores the run's config and weights)",
+        ["a checkpoint written by train.py (it stores the run's config and weights)"],
     ),
+    # trained with channels [4, 8] on 1x28x28: conv1 weight and bias, conv2 weight change with [8, 8]
     "another-model": (
         lambda t, c: save(with_config(c, **{"model.channels": [8, 8]}), t / "wide.ckpt"),
-        "weights that fit the model its config describes (cnn); ",
+        [
+            "weights that fit the model its config describes (cnn); 3 do not",
+            "is (4, 1, 3, 3), the model needs (8, 1, 3, 3)",
+        ],
     ),
+    # on 3x32x32: conv1 weight takes 3 input channels, the head's first Linear 8*8*8 inputs instead of 8*7*7
     "another-dataset": (
         lambda t, c: save(with_config(c, **{"data.name": "cifar10"}), t / "cifar.ckpt"),
-        "e.g. net.",
+        ["2 do not", "is (4, 1, 3, 3), the model needs (4, 3, 3, 3)"],
     ),
 }
 
@@ -292,10 +299,11 @@ def test_eval_rejects_a_bad_checkpoint_in_one_line(case, trained, tmp_path):
     make, expected = CKPT_CASES[case]
     path = make(tmp_path, trained["checkpoint"])
     cfg = OmegaConf.create({"ckpt_path": str(path), "data": {"source": None, "root": None}})
-    with pytest.raises(TrickbenchError) as err:
+    with pytest.raises(ConfigError) as err:
         evaluate(cfg)
     message = str(err.value)
-    assert message.startswith(f"ckpt_path={str(path)!r}: ") and expected in message and "\n" not in message, message
+    assert message.startswith(f"ckpt_path={str(path)!r}: ") and "\n" not in message, message
+    assert all(fragment in message for fragment in expected), message
 
 
 # ---- the real commands: exit code, one line on stderr, no traceback --------------------------------------------------
@@ -321,10 +329,13 @@ def cli(trained, cifar_tarball, tmp_path_factory) -> dict:
         )
         for name, args in commands.items()
     }
-    done = {name: subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=240)) for name, p in started.items()}
-    for name, p in started.items():
-        done[name].returncode = p.returncode
+    done = {name: finish(p) for name, p in started.items()}
     return {"tmp": tmp, "bad_tarball": bad_tarball, "other_dataset": other_dataset, **done}
+
+
+def finish(p: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = p.communicate(timeout=240)
+    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 
 
 def test_cli_unknown_option_is_hydras_one_line_error(cli):
