@@ -1,13 +1,16 @@
-"""The LightningModule: a backbone from models/, a loss from conf/loss, torchmetrics accuracy, and the
-optimizer/scheduler from optim.py. Batches arrive augmented and normalized (data/augment.py)."""
+"""The LightningModule: a backbone from models/, a loss from conf/loss (plus distillation from a frozen
+teacher, losses.py), torchmetrics accuracy, and the optimizer/scheduler from optim.py. Batches arrive
+augmented and normalized (data/augment.py); mixup/CutMix training batches add soft targets."""
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from trickbench.losses import distillation, load_teacher
 from trickbench.optim import build_optimizer, build_scheduler
 
 
@@ -19,6 +22,9 @@ class TrickModule(L.LightningModule):
         self.net = net
         self.cfg = OmegaConf.create(config)
         self.loss_fn = instantiate(self.cfg.loss)
+        self.distill = distillation(self.cfg.get("distill"))  # None: off
+        # in a tuple, not a Module attribute: the teacher stays out of state_dict, parameters() and train()
+        self._teacher: tuple[nn.Module, ...] = ()
         self.acc = nn.ModuleDict(
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
         )
@@ -27,10 +33,29 @@ class TrickModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    def on_fit_start(self):
+        if self.distill is not None and self.teacher is None:  # loaded for training only: eval.py needs no teacher
+            teacher = load_teacher(self.distill.teacher_ckpt, self.cfg.data, self.hparams.num_classes)
+            self._teacher = (teacher.to(self.device),)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # trick=ema: EMAWeightAveraging.on_load_checkpoint would put the raw weights back when the best checkpoint
+        # is loaded for testing; outside fit, the averaged weights (state_dict) are the ones to evaluate
+        if "current_model_state" in checkpoint and self.trainer.state.fn != TrainerFn.FITTING:
+            checkpoint["current_model_state"] = checkpoint["state_dict"]
+
     def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
+        x, y, *soft_targets = batch  # mixup/CutMix training batches: (x, original labels, soft targets)
         logits = self.net(x)
-        loss = self.loss_fn(logits, y)
+        loss = self.loss_fn(logits, soft_targets[0] if soft_targets else y)
+        if stage == "train" and self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)
+            loss = self.distill(logits, teacher_logits, loss)
         self.acc[f"{stage}_acc"](logits, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log(
