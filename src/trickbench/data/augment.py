@@ -1,17 +1,47 @@
 """Batch-wise input pipeline, run on the batch's device after transfer: uint8 -> float in [0,1] ->
-training-only augmentation (kornia: random parameters per sample) -> normalization."""
+training-only augmentation (kornia: random parameters per sample) -> normalization -> training-only
+mixup/CutMix (torchvision: one mixing weight per batch, soft targets)."""
+
+import logging
+from numbers import Number
 
 import kornia.augmentation as K
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
 from trickbench.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 NORMALIZE_MODES = ("none", "minus_one_one", "standardize")
+# color_jitter key -> its largest value: brightness/contrast/saturation factors are drawn from [1 - v, 1 + v],
+# the hue shift from [-v, v] turns of the color wheel
+JITTER_LIMITS = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.5}
 
 
-def build_augmentation(cfg, image_size: tuple[int, int]) -> nn.Module | None:
-    """conf/augment: crop_padding (int), hflip (bool), rotation (degrees), erasing ({p, scale, ratio, value}/null)."""
+def _number_in(v, low: float, high: float = float("inf")) -> bool:
+    return isinstance(v, Number) and not isinstance(v, bool) and low <= v <= high
+
+
+def check_augment(cfg) -> None:
+    """The conf/augment values these ops take, checked before any data is read."""
+    for key in ("mixup_alpha", "cutmix_alpha", "pca_lighting"):
+        value = cfg.get(key) or 0
+        if not _number_in(value, 0):
+            raise ConfigError(f"augment.{key}", value, "a number >= 0 (0: off)")
+    jitter = cfg.get("color_jitter") or {}
+    for key in jitter:
+        if key not in JITTER_LIMITS or not _number_in(jitter[key], 0, JITTER_LIMITS[key]):
+            allowed = ", ".join(f"{k} in [0, {v}]" for k, v in JITTER_LIMITS.items())
+            raise ConfigError(f"augment.color_jitter.{key}", jitter[key], allowed)
+
+
+def build_augmentation(cfg, image_size: tuple[int, int], channels: int = 3, lighting=None) -> nn.Module | None:
+    """conf/augment: crop_padding (int), hflip (bool), rotation (degrees), color_jitter ({brightness, contrast,
+    saturation, hue}/null), pca_lighting (std of alpha; needs lighting=(eigval, eigvec) of the train split),
+    erasing ({p, scale, ratio, value}/null)."""
+    check_augment(cfg)
     ops: list[nn.Module] = []
     if cfg.get("crop_padding"):
         ops.append(K.RandomCrop(image_size, padding=int(cfg["crop_padding"])))
@@ -19,6 +49,16 @@ def build_augmentation(cfg, image_size: tuple[int, int]) -> nn.Module | None:
         ops.append(K.RandomHorizontalFlip())
     if cfg.get("rotation"):
         ops.append(K.RandomRotation(float(cfg["rotation"])))
+    jitter = {k: float(v) for k, v in (cfg.get("color_jitter") or {}).items() if v}
+    if channels != 3 and {"saturation", "hue"} & jitter.keys():
+        log.info("color_jitter: saturation and hue need RGB images; on %d channel(s) they are skipped", channels)
+        jitter = {k: v for k, v in jitter.items() if k not in ("saturation", "hue")}
+    if jitter:
+        ops.append(K.ColorJitter(**jitter, p=1.0))
+    if cfg.get("pca_lighting"):
+        if lighting is None:
+            raise ValueError("pca_lighting needs the train split's channel eigenvalues and eigenvectors")
+        ops.append(PCALighting(float(cfg["pca_lighting"]), *lighting))
     if cfg.get("erasing"):
         e = cfg["erasing"]
         ops.append(
@@ -27,13 +67,57 @@ def build_augmentation(cfg, image_size: tuple[int, int]) -> nn.Module | None:
     return nn.Sequential(*ops) if ops else None
 
 
+def build_mixing(cfg, num_classes: int) -> nn.Module | None:
+    """mixup (augment.mixup_alpha) and CutMix (augment.cutmix_alpha): (x, y) -> (mixed x, soft targets), one
+    Beta(alpha, alpha) weight per batch, each image mixed with its neighbour in the shuffled batch. With both
+    alphas > 0, each batch gets one of the two, chosen at random (as timm and torchvision's references do)."""
+    mixes = []
+    if cfg.get("mixup_alpha"):
+        mixes.append(v2.MixUp(alpha=float(cfg["mixup_alpha"]), num_classes=num_classes))
+    if cfg.get("cutmix_alpha"):
+        mixes.append(v2.CutMix(alpha=float(cfg["cutmix_alpha"]), num_classes=num_classes))
+    if len(mixes) > 1:
+        return v2.RandomChoice(mixes)
+    return mixes[0] if mixes else None
+
+
+class PCALighting(nn.Module):
+    """AlexNet's lighting noise (Krizhevsky et al. 2012): every pixel of an image gets the same offset
+    eigvec @ (alpha * eigval), alpha ~ N(0, std) drawn per image and per eigenvector of the train split's
+    channel covariance. Written by hand: kornia has no PCA lighting. Unclamped, as in AlexNet. On one
+    channel it is an intensity offset alpha * variance."""
+
+    def __init__(self, std: float, eigval, eigvec):
+        super().__init__()
+        self.std = std
+        self.register_buffer("eigval", torch.as_tensor(eigval, dtype=torch.float32), persistent=False)
+        self.register_buffer("eigvec", torch.as_tensor(eigvec, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(len(x), len(self.eigval), device=x.device) * self.std
+        offset = (alpha * self.eigval.to(x.device)) @ self.eigvec.to(x.device).T  # eigenvectors are columns
+        return x + offset[:, :, None, None]
+
+
 class BatchTransform(nn.Module):
-    def __init__(self, normalize: str, augment_cfg=None, image_size=(32, 32), mean=None, std=None):
+    def __init__(
+        self,
+        normalize: str,
+        augment_cfg=None,
+        image_size=(32, 32),
+        mean=None,
+        std=None,
+        *,
+        channels: int = 3,
+        num_classes: int = 10,
+        lighting=None,
+    ):
         super().__init__()
         if normalize not in NORMALIZE_MODES:
             raise ConfigError("data.normalize", normalize, f"one of {list(NORMALIZE_MODES)}")
         self.normalize = normalize
-        self.augment = build_augmentation(augment_cfg or {}, image_size)
+        self.augment = build_augmentation(augment_cfg or {}, image_size, channels, lighting)
+        self.mix = build_mixing(augment_cfg or {}, num_classes)  # the datamodule applies it to training batches
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -63,3 +147,20 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float],
     mean = total / n
     std = (total_sq / n - mean.square()).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.tolist()
+
+
+@torch.no_grad()
+def channel_eigen(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of the C x C covariance of the pixel values of uint8
+    N,C,H,W images, scaled to [0,1] and accumulated in float64: the directions of PCA lighting."""
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    outer = torch.zeros(c, c, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        pixels = images[start : start + chunk].double().div_(255).transpose(0, 1).reshape(c, -1)
+        total += pixels.sum(dim=1)
+        outer += pixels @ pixels.T
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    eigval, eigvec = torch.linalg.eigh(outer / n - torch.outer(mean, mean))
+    return eigval.clamp_min(0).float(), eigvec.float()

@@ -14,7 +14,7 @@ from hydra.utils import to_absolute_path
 from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets as tvd
 
-from trickbench.data.augment import BatchTransform, channel_stats
+from trickbench.data.augment import BatchTransform, channel_eigen, channel_stats, check_augment
 from trickbench.data.cache import load_or_build, sha256_of
 from trickbench.data.sources import Decoded, load_idx, load_imagefolder, load_official
 from trickbench.errors import ConfigError, TrickbenchError
@@ -139,6 +139,7 @@ class ImageDataModule(L.LightningDataModule):
         self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.normalize, self.augment_cfg, self.seed = normalize, augment or {}, seed
+        check_augment(self.augment_cfg)
         self.info: dict = {}
         self.transform: BatchTransform | None = None
         self.cache_hit: bool | None = None
@@ -244,6 +245,7 @@ class ImageDataModule(L.LightningDataModule):
             log.info(
                 "standardize: train-split mean %s, std %s", [round(m, 4) for m in mean], [round(s, 4) for s in std]
             )
+        lighting = self._lighting_stats()
         self.info = {
             "dataset": d["label"],
             "source": d["source"],
@@ -251,9 +253,27 @@ class ImageDataModule(L.LightningDataModule):
             "classes": d["classes"],
             "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
             "normalization": {"mode": self.normalize, "mean": mean, "std": std},
+            "pca_lighting": lighting,
         }
-        self.transform = BatchTransform(self.normalize, self.augment_cfg, self.shape[1:], mean, std)
+        self.transform = BatchTransform(
+            self.normalize,
+            self.augment_cfg,
+            self.shape[1:],
+            mean,
+            std,
+            channels=self.shape[0],
+            num_classes=self.num_classes,
+            lighting=(lighting["eigval"], lighting["eigvec"]) if lighting else None,
+        )
         self._data = None  # the splits hold their own copies
+
+    def _lighting_stats(self) -> dict | None:
+        """PCA lighting's eigenvalues and eigenvectors (columns), from the train split only."""
+        if not self.augment_cfg.get("pca_lighting"):
+            return None
+        eigval, eigvec = channel_eigen(self.train_set.x)
+        log.info("pca_lighting: train-split eigenvalues %s", [round(v, 6) for v in eigval.tolist()])
+        return {"eigval": eigval.tolist(), "eigvec": eigvec.tolist()}
 
     def _loader(self, ds: TensorBatches, batch_size: int, sampler=None) -> DataLoader:
         # data is in memory: workers would only copy it; pinned memory makes the host-to-GPU copy async
@@ -281,4 +301,8 @@ class ImageDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         if training:  # augmentation and dropout draw from (seed, step): a resumed run replays them
             torch.manual_seed(mixed_seed(self.seed, self.trainer.global_step, self.trainer.global_rank))
-        return self.transform(x, train=training), y
+        x = self.transform(x, train=training)
+        if training and self.transform.mix is not None:  # y stays: train accuracy counts the original labels
+            x, soft_targets = self.transform.mix(x, y)
+            return x, y, soft_targets
+        return x, y
