@@ -147,8 +147,12 @@ def test_training_step_uses_soft_targets_for_the_loss_and_labels_for_accuracy():
 )
 def test_bad_augment_values_fail_before_data_is_read(key, value, tmp_path):
     cfg = OmegaConf.merge(augment(), {key: value})
+    dm = ImageDataModule("cifar10", source=str(tmp_path / "absent"), root=str(tmp_path), augment=cfg)
+    with pytest.raises(ConfigError) as err:  # the absent source would be the error once data is read
+        dm.prepare_data()
+    assert str(err.value).startswith(f"augment.{key}")
     with pytest.raises(ConfigError) as err:
-        ImageDataModule("cifar10", source=str(tmp_path / "absent"), root=str(tmp_path), augment=cfg)
+        BatchTransform("none", cfg)
     assert str(err.value).startswith(f"augment.{key}")
 
 

@@ -32,9 +32,10 @@ def check_augment(cfg) -> None:
             raise ConfigError(f"augment.{key}", value, "a number >= 0 (0: off)")
     jitter = cfg.get("color_jitter") or {}
     for key in jitter:
-        if key not in JITTER_LIMITS or not _number_in(jitter[key], 0, JITTER_LIMITS[key]):
-            allowed = ", ".join(f"{k} in [0, {v}]" for k, v in JITTER_LIMITS.items())
-            raise ConfigError(f"augment.color_jitter.{key}", jitter[key], allowed)
+        if key not in JITTER_LIMITS:
+            raise ConfigError(f"augment.color_jitter.{key}", jitter[key], f"not a key; keys: {list(JITTER_LIMITS)}")
+        if not _number_in(jitter[key], 0, JITTER_LIMITS[key]):
+            raise ConfigError(f"augment.color_jitter.{key}", jitter[key], f"a number in [0, {JITTER_LIMITS[key]}]")
 
 
 def build_augmentation(cfg, image_size: tuple[int, int], channels: int = 3, lighting=None) -> nn.Module | None:

@@ -139,7 +139,6 @@ class ImageDataModule(L.LightningDataModule):
         self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.normalize, self.augment_cfg, self.seed = normalize, augment or {}, seed
-        check_augment(self.augment_cfg)
         self.info: dict = {}
         self.transform: BatchTransform | None = None
         self.cache_hit: bool | None = None
@@ -213,6 +212,7 @@ class ImageDataModule(L.LightningDataModule):
         """Decode and cache once; check the split sizes before any training starts."""
         if self.transform is not None:  # Lightning calls this again before test; the splits are made
             return
+        check_augment(self.augment_cfg)  # here, not in __init__: Hydra's instantiate would wrap the ConfigError
         if self._data is None:
             cache_file, build = self._cache_file_and_builder
             self._data, self.cache_hit = load_or_build(cache_file, build)
