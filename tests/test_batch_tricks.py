@@ -310,7 +310,8 @@ def teacher_ckpt(fmnist_mirror, tmp_path_factory):
 def test_student_distils_from_a_frozen_teacher_outside_its_checkpoint(
     teacher_ckpt, fmnist_mirror, tmp_path, monkeypatch
 ):
-    student = ["trick=distill", f"distill.teacher_ckpt={teacher_ckpt}", "model.channels=[2,4]"]
+    # with mixup/CutMix on: the batches carry soft targets through the same run
+    student = ["trick=[distill,mixup,cutmix]", f"distill.teacher_ckpt={teacher_ckpt}", "model.channels=[2,4]"]
     cfg = compose_cfg([*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), *student], tmp_path / "run")
     results, probe = run_with_probe(cfg, monkeypatch)
 
