@@ -5,7 +5,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from trickbench.errors import Diverged
@@ -63,3 +63,32 @@ class CheckpointOnSigterm(L.Callback):
         if isinstance(exception, SIGTERMException) and trainer.state.stage == "train":
             trainer.save_checkpoint(self.path)
             rank_zero_info(f"SIGTERM: saved {self.path}; continue with resume={self.path.parent.parent}")
+
+
+class GradientNorms(L.Callback):
+    """Per-layer gradient L2 norms (conv/linear weights) every log_every_n_steps, to TensorBoard as
+    grad_norm/<layer>, and the first and last layer's in metrics.csv. Warns once when the first layer's norm is
+    below `ratio` of the last layer's: the lecture's "network does not learn" case (vanishing gradients)."""
+
+    def __init__(self, ratio: float = 1e-3):
+        self.ratio = ratio
+        self.warned = False
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        step = trainer.global_step
+        if step % max(trainer.log_every_n_steps, 1) != 0:
+            return
+        weights = [(n, p) for n, p in pl_module.named_parameters() if p.ndim > 1 and p.grad is not None]
+        if not weights:
+            return
+        norms = torch.stack([p.grad.detach().norm() for _, p in weights]).float()
+        pl_module.log_dict({f"grad_norm/{n}": v for (n, _), v in zip(weights, norms, strict=True)}, on_step=True)
+        first, last = norms[0], norms[-1]
+        pl_module.log_dict({"train/grad_norm_first": first, "train/grad_norm_last": last}, on_step=False, on_epoch=True)
+        if not self.warned and bool(first < self.ratio * last):  # one host sync per logging interval
+            self.warned = True
+            rank_zero_warn(
+                f"vanishing gradients at step {step}: the first layer's gradient norm ({float(first):.2e}) is below "
+                f"{self.ratio:g} x the last layer's ({float(last):.2e}); the network may not learn "
+                "(try trick=he_init, trick=batchnorm, activation=relu, trick=skip)"
+            )

@@ -8,13 +8,26 @@ from pathlib import Path
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+COLUMNS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "grad_norm_first",
+    "grad_norm_last",
+    "seconds",
+]
 EPOCH_METRICS = {
     "train/loss": "train_loss",
     "train/acc": "train_acc",
     "val/loss": "val_loss",
     "val/acc": "val_acc",
     "train/lr": "lr",
+    "train/grad_norm_first": "grad_norm_first",
+    "train/grad_norm_last": "grad_norm_last",
 }
 
 
@@ -29,7 +42,8 @@ class EpochCSVLogger(Logger):
         self.path = Path(path)
         self._start = time.monotonic()
         # a resumed run keeps the rows of the epochs it already has
-        self._rows = {int(r["epoch"]): r for r in read_metrics_csv(self.path)} if self.path.exists() else {}
+        rows = read_metrics_csv(self.path) if self.path.exists() else []
+        self._rows = {int(r["epoch"]): {**r, "epoch": int(r["epoch"]), "step": int(r["step"] or 0)} for r in rows}
 
     @property
     def name(self) -> str:

@@ -63,8 +63,8 @@ def run(cfg: DictConfig) -> dict:
     last = {k: float(v) for k, v in trainer.callback_metrics.items()}  # before test() replaces them
     test = {}
     if cfg.get("test_after_fit", True):
-        best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
-        test = trainer.test(module, dm, ckpt_path=best, verbose=False)[0]
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
 
     results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds)
     results["n_jobs"] = n_jobs
@@ -108,7 +108,10 @@ def _results(
         "images_per_s": round(module.train_images * trainer.world_size / fit_seconds, 1),
         "source_sha256": dm.info["source_sha256"],
         "normalization": dm.info["normalization"],
-        "checkpoints": {"best": ckpt.best_model_path if ckpt else None, "last": ckpt.last_model_path if ckpt else None},
+        "checkpoints": {
+            "best": ckpt.best_model_path if ckpt else None,
+            "last": str(last_ckpt) if (last_ckpt := Path(cfg.paths.output_dir) / LAST_CKPT).exists() else None,
+        },
         "git": git_info(),
         "versions": versions(),
     }

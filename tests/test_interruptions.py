@@ -1,0 +1,135 @@
+"""Nothing lost: killed runs resume bitwise, SIGTERM checkpoints, NaN losses stop as "diverged", and gradient
+norms expose networks that do not learn."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_cfg, tiny_run_overrides
+
+from trickbench.loggers import read_metrics_csv
+from trickbench.train import main_task, run
+
+EPOCHS = 3
+
+
+def _train(*args: str, timeout=240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def _weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, fmnist_mirror):
+    tmp = tmp_path_factory.mktemp("interrupt")
+    # dropout and augmentation on: the resumed run must also replay the per-step random draws
+    extra = [f"trainer.max_epochs={EPOCHS}", "model.dropout=0.3", "augment=crop_flip", "seed=3"]
+    return tmp, [*tiny_run_overrides(fmnist_mirror, root=tmp / "data"), *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny):
+    tmp, overrides = tiny
+    proc = _train(*overrides, f"hydra.run.dir={tmp / 'whole'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "whole"
+
+
+def test_sigkilled_run_resumes_in_its_folder_to_the_same_weights(tiny, uninterrupted):
+    tmp, overrides = tiny
+    run_dir = tmp / "killed"
+    kill = ["+callbacks.kill._target_=hooks.SignalAt", "+callbacks.kill.epoch=1", f"+callbacks.kill.marker={tmp}/k"]
+    proc = _train(*overrides, *kill, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == -9  # SIGKILL at the start of epoch 2: nothing could be saved then
+    assert not (run_dir / "results.json").exists()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+
+    proc = _train(f"resume={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok" and results["epochs"] == EPOCHS
+    assert "seed=3" in results["overrides"]  # the run's own overrides, kept from its first start
+    assert [int(r["epoch"]) for r in read_metrics_csv(run_dir / "metrics.csv")] == list(range(EPOCHS))
+    resumed, whole = _weights(run_dir), _weights(uninterrupted)
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert results["test"] == json.loads((uninterrupted / "results.json").read_text())["test"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143_then_resume_finishes(tiny):
+    tmp, overrides = tiny
+    run_dir = tmp / "terminated"
+    term = [
+        "+callbacks.term._target_=hooks.SignalAt",
+        "+callbacks.term.epoch=1",
+        "+callbacks.term.batch=1",
+        "+callbacks.term.signal=SIGTERM",
+        f"+callbacks.term.marker={tmp}/t",
+    ]
+    proc = _train(*overrides, *term, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert f"resume={run_dir}" in proc.stderr
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3 + 2  # epoch 1 complete (3 batches) and the 2 batches of epoch 2 that ran
+
+    proc = _train(f"resume={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["epochs"] == EPOCHS
+
+
+def test_resume_without_a_checkpoint_fails_in_one_line(tmp_path):
+    proc = _train(f"resume={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: resume='{tmp_path}': a run folder holding checkpoints/last.ckpt (from an earlier run)"
+    ]
+
+
+def test_nan_loss_stops_the_run_as_diverged(tmp_path, fmnist_mirror, capsys):
+    overrides = [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), "optimizer=sgd", "optimizer.lr=1e12"]
+    cfg = compose_cfg([*overrides, "trainer.log_every_n_steps=1"], tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_:
+        main_task(cfg)
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: diverged: training loss is nan at step ")
+    assert "lr too high (optimizer.lr=1000000000000.0)" in err[0] and "data.normalize=none" in err[0]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "diverged" and results["error"] == err[0].removeprefix("error: ")
+
+
+def test_a_network_that_does_not_learn_is_not_an_error_but_warns_and_logs_gradient_norms(tmp_path, fmnist_mirror):
+    overrides = [
+        *tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"),
+        "model=cnn_9conv",
+        "activation=sigmoid",
+        "model.channels=[4,4,4]",
+        "model.head=[8]",
+        "trainer.log_every_n_steps=1",
+    ]
+    cfg = compose_cfg(overrides, tmp_path / "run")
+    with pytest.warns(UserWarning, match="vanishing gradients at step 0") as warned:
+        results = run(cfg)
+    assert len([w for w in warned if "vanishing" in str(w.message)]) == 1  # once, not every step
+    assert results["status"] == "ok"
+    row = read_metrics_csv(tmp_path / "run" / "metrics.csv")[0]
+    assert 0 < row["grad_norm_first"] < 1e-3 * row["grad_norm_last"]
+    events = b"".join(p.read_bytes() for p in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert b"grad_norm/net.features.0" in events and b"grad_norm/net.head" in events
+
+
+def test_a_healthy_network_does_not_warn(tmp_path, fmnist_mirror, recwarn):
+    cfg = compose_cfg([*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data")], tmp_path / "run")
+    run(cfg)
+    assert not [w for w in recwarn if "vanishing" in str(w.message)]
+    row = read_metrics_csv(tmp_path / "run" / "metrics.csv")[0]
+    assert row["grad_norm_first"] > 1e-3 * row["grad_norm_last"]
