@@ -138,7 +138,7 @@ def test_slurm_launcher_config_composes():
         ("activations", "activation", "relu", 7),
         ("inits", "init", "default", 5),
         ("norms", "norm", "none", 5),
-        ("generalization", "ladder", "base", 9),
+        ("generalization", "ladder", "generalization/base", 9),
     ],
 )
 def test_ablation_presets_sweep_one_group_and_every_option_composes(preset, key, first, n):
@@ -154,8 +154,8 @@ def test_ablation_presets_sweep_one_group_and_every_option_composes(preset, key,
 
 
 def test_generalization_ladder_keeps_every_earlier_rung():
-    base = compose_cfg(["experiment=ablation/generalization", "ladder=base"])
-    top = compose_cfg(["experiment=ablation/generalization", "ladder=skip"])
+    base = compose_cfg(["experiment=ablation/generalization", "ladder=generalization/base"])
+    top = compose_cfg(["experiment=ablation/generalization", "ladder=generalization/skip"])
     assert (base.data.normalize, base.init.name, base.norm.name, base.augment.erasing) == (
         "standardize",
         "he_uniform",
