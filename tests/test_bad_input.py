@@ -2,6 +2,7 @@
 data source (prepare_data) or a bad checkpoint (eval) stops with one line naming the key, the value and what is
 allowed; nothing half-written stays in the cache, and the next good run works."""
 
+import functools
 import gzip
 import json
 import shutil
@@ -42,7 +43,9 @@ def test_unknown_option_in_every_group_names_it_and_lists_the_options(group):
     lines = str(err.value).splitlines()
     assert lines[0] == f"In 'train': Could not find '{group}/nope'"
     options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-    assert lines[lines.index(f"Available options in '{group}':") + 1 :][: len(options)] == [f"\t{o}" for o in options]
+    if options:  # Hydra lists a group's own files, not those in sub-folders (e.g. ladder/generalization/*)
+        listed = lines[lines.index(f"Available options in '{group}':") + 1 :][: len(options)]
+        assert listed == [f"\t{o}" for o in options]
 
 
 @pytest.mark.parametrize("override", ["optimizer.lrr=0.1", "seeed=1", "data.batchsize=8"])
@@ -54,10 +57,14 @@ def test_misspelled_key_is_named(override):
 
 
 # ---- bad values: validate() before any data is touched ------------------------------------------------------------
+@functools.cache
+def _composed(groups: tuple[str, ...]):
+    return compose_cfg(list(groups))
+
+
 def compose_adding_absent_keys(overrides: list[str]):
     """Compose, with `+key=value` for a key that the chosen groups do not have (yet): the rule must hold either way."""
-    groups = [o for o in overrides if "." not in o.split("=")[0]]
-    base = compose_cfg(groups)
+    base = _composed(tuple(o for o in overrides if "." not in o.split("=")[0]))
     plain_or_added = [
         o if OmegaConf.select(base, o.split("=")[0], default=_ABSENT) is not _ABSENT else f"+{o}" for o in overrides
     ]
