@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from torchvision.io import encode_png
 
 from trickbench.config import validate
+from trickbench.data import DATASETS
 from trickbench.errors import ConfigError, TrickbenchError
 from trickbench.evaluate import evaluate
 from trickbench.train import run
@@ -89,6 +90,7 @@ BAD_VALUES = [
     (["data.eval_batch_size=0"], "data.eval_batch_size", 0, "an integer >= 1"),
     (["data.val_size=0"], "data.val_size", 0, "an integer >= 1"),
     (["data.subset=1"], "data.subset", 1, "null or an integer >= 2"),
+    (["data.name=mnist"], "data.name", "mnist", f"one of {sorted(DATASETS)}"),
     (["data.subset=100", "data.val_size=100"], "data.val_size", 100, "less than data.subset=100"),
     (["scheduler.warmup_epochs=-1"], "scheduler.warmup_epochs", -1, "an integer >= 0"),
     (["scheduler.warmup_epochs=0.5"], "scheduler.warmup_epochs", 0.5, "an integer >= 0"),

@@ -9,7 +9,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench.data import NORMALIZE_MODES
+from trickbench.data import DATASETS, NORMALIZE_MODES
 from trickbench.errors import ConfigError
 
 _MISSING = object()
@@ -38,6 +38,8 @@ RULES = [
     ("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1, below the train set size"),
     ("data.subset", lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
     ("data.normalize", lambda v: v in NORMALIZE_MODES, f"one of {list(NORMALIZE_MODES)}"),
+    # here, not only in ImageDataModule: instantiate() wraps a constructor's ConfigError into a traceback
+    ("data.name", lambda v: v in DATASETS, f"one of {sorted(DATASETS)}"),
     ("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.conv_dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
