@@ -317,8 +317,6 @@ def write_plots(rows: list[Row], folder: Path) -> list[str]:
         ax.set(xlabel="epoch", ylabel=title, title=f"{title} per epoch (line: mean over seeds, band: min-max)")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if column == "train_loss":
-            ax.set_yscale("log")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.tight_layout()
         fig.savefig(folder / name)
