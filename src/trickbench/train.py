@@ -98,6 +98,7 @@ def _results(
         "val": {"acc_best": None if best_score is None else float(best_score), "acc_last": last.get("val/acc")},
         "train": {"acc_last": last.get("train/acc"), "loss_last": last.get("train/loss")},
         "epochs": trainer.current_epoch,
+        "lr": trainer.optimizers[0].defaults["lr"],  # after optimizer.scale_lr_to_batch
         "wall_time_s": round(time.time() - started, 2),
         "params": count_params(module.net),
         "dataset": dm.info["dataset"],
