@@ -3,11 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from trickbench.evaluate import main_task
+import trickbench  # noqa: F401  registers the resolvers conf/ uses
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from trickbench.evaluate import main_task  # imported here: a config error is reported without loading torch
+
     main_task(cfg)
 
 

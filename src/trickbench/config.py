@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trickbench.data import DATASETS, NORMALIZE_MODES
 from trickbench.errors import ConfigError
+from trickbench.optim import check_optimizer, check_scheduler
 
 _MISSING = object()
 
@@ -76,6 +77,8 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is not _MISSING and value is not None and not ok(value, cfg):
             raise ConfigError(key, value, allowed(cfg))
+    check_optimizer(cfg.optimizer)
+    check_scheduler(cfg.scheduler, cfg.trainer.max_epochs)
     if HydraConfig.initialized():  # trick choices live in Hydra's record of the command line
         check_trick_conflicts(selected_tricks(), trick_dir())
 

@@ -10,6 +10,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from trickbench.checkpoints import load_checkpoint
 from trickbench.data import DATASETS
 from trickbench.errors import ConfigError
 from trickbench.models import build_model
@@ -64,10 +65,8 @@ def load_teacher(path: str, data_cfg: DictConfig, num_classes: int) -> nn.Module
     file = Path(to_absolute_path(path))
     if not file.is_file():
         raise ConfigError("distill.teacher_ckpt", path, TEACHER_HINT)
-    checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    stored = checkpoint.get("hyper_parameters", {})
-    if "config" not in stored:
-        raise ConfigError("distill.teacher_ckpt", path, f"{TEACHER_HINT} (it stores the run's config)")
+    checkpoint = load_checkpoint(file, key="distill.teacher_ckpt")
+    stored = checkpoint["hyper_parameters"]
     cfg = OmegaConf.create(stored["config"])
     if stored["num_classes"] != num_classes:
         raise ConfigError(

@@ -6,7 +6,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -61,6 +60,8 @@ def parallel_jobs() -> int:
 
 def reset_torch_state(threads: int) -> None:
     """Parallel launchers reuse worker processes: undo what an earlier job may have set."""
+    import torch  # here: train.py imports this module before composing, and a config error should not wait for torch
+
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.benchmark = False

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench import sweep
+from trickbench.checkpoints import load_checkpoint
 from trickbench.config import validate
 from trickbench.errors import ConfigError, Diverged, TrickbenchError
 from trickbench.models import build_model, count_params
@@ -47,8 +48,9 @@ def run(cfg: DictConfig) -> dict:
         return done
     n_jobs = sweep.parallel_jobs()
     sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs))
-    L.seed_everything(cfg.seed, workers=True)
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
+    dm.prepare_data()  # bad data fails here, before the model, the Trainer and their start-up lines
+    L.seed_everything(cfg.seed, workers=True)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), dm.num_classes)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -143,10 +145,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     ckpt = run_dir / LAST_CKPT
     if not ckpt.is_file():
         raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
-    stored = torch.load(ckpt, map_location="cpu", weights_only=False).get("hyper_parameters", {}).get("config")
-    if stored is None:
-        raise ConfigError("resume", str(run_dir), f"a trickbench run folder; {ckpt} holds no config")
-    resumed = OmegaConf.create(stored)
+    resumed = OmegaConf.create(load_checkpoint(ckpt, key="resume")["hyper_parameters"]["config"])
     resumed.paths.output_dir = str(run_dir)
     resumed.resume = str(run_dir)
     return resumed

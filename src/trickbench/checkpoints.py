@@ -1,0 +1,30 @@
+"""Reading a checkpoint written by train.py: for eval.py, resume= and a distillation teacher."""
+
+from pathlib import Path
+
+import torch
+
+from trickbench.data.sources import first_line
+from trickbench.errors import ConfigError
+
+RUN_KEYS = ("seed", "data", "model", "activation", "norm", "init")  # what rebuilding the run reads
+
+
+def load_checkpoint(path: Path, key: str = "ckpt_path") -> dict:
+    """A checkpoint written by train.py, checked: its stored config can rebuild the run. Anything else (no
+    file, another program's file, a truncated download) is a ConfigError on `key`."""
+    if not path.is_file():
+        raise ConfigError(
+            key, str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (torch.load raises a different type for each way a file is not a checkpoint)
+        raise ConfigError(
+            key, str(path), f"a .ckpt file written by train.py; torch.load failed: {first_line(e)}"
+        ) from e
+    stored = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    config = stored.get("config")
+    if not isinstance(config, dict) or any(k not in config for k in RUN_KEYS) or "state_dict" not in checkpoint:
+        raise ConfigError(key, str(path), "a checkpoint written by train.py (it stores the run's config and weights)")
+    return checkpoint
