@@ -133,3 +133,36 @@ def test_a_healthy_network_does_not_warn(tmp_path, fmnist_mirror, recwarn):
     assert not [w for w in recwarn if "vanishing" in str(w.message)]
     row = read_metrics_csv(tmp_path / "run" / "metrics.csv")[0]
     assert row["grad_norm_first"] > 1e-3 * row["grad_norm_last"]
+
+
+class _Strategy:
+    """Stands in for DDP: reduce_boolean_decision(all=False) is True when any rank says True."""
+
+    def __init__(self, other_rank_bad: bool):
+        self.other_rank_bad = other_rank_bad
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        assert all is False  # "any rank diverged", not "every rank diverged"
+        return decision or self.other_rank_bad
+
+
+class _Trainer:
+    def __init__(self, step: int, other_rank_bad: bool):
+        self.global_step, self.current_epoch, self.log_every_n_steps = step, 0, 10
+        self.strategy = _Strategy(other_rank_bad)
+
+
+@pytest.mark.parametrize("other_rank_bad", [False, True])
+def test_divergence_check_runs_at_the_logging_interval_and_stops_every_rank(other_rank_bad):
+    from trickbench.callbacks import DivergenceGuard
+    from trickbench.errors import Diverged
+
+    guard, finite = DivergenceGuard(), {"loss": torch.tensor(2.3)}
+    guard.on_train_batch_end(_Trainer(7, True), None, finite, None, 0)  # between intervals: not even looked at
+    if other_rank_bad:  # this rank's loss is fine, another rank's is NaN: this rank stops too
+        with pytest.raises(Diverged, match="training loss is non-finite on another rank at step 20"):
+            guard.on_train_batch_end(_Trainer(20, other_rank_bad), None, finite, None, 0)
+    else:
+        guard.on_train_batch_end(_Trainer(20, other_rank_bad), None, finite, None, 0)
+        with pytest.raises(Diverged, match="training loss is inf at step 30"):
+            guard.on_train_batch_end(_Trainer(30, False), None, {"loss": torch.tensor(float("inf"))}, None, 0)

@@ -1,6 +1,5 @@
 """Lightning callbacks of conf/callbacks that Lightning does not ship."""
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -29,16 +28,8 @@ class DivergenceGuard(L.Callback):
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
         bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
         if trainer.strategy.reduce_boolean_decision(bad, all=False):
-            raise Diverged(
-                trainer.global_step, trainer.current_epoch, _value(loss), _causes(getattr(pl_module, "cfg", None))
-            )
-
-
-def _value(loss) -> float:
-    try:
-        return float(loss.detach())
-    except (AttributeError, RuntimeError):
-        return math.nan  # this rank's loss was finite but another rank's was not
+            value = float(loss.detach()) if bad else "non-finite on another rank"
+            raise Diverged(trainer.global_step, trainer.current_epoch, value, _causes(getattr(pl_module, "cfg", None)))
 
 
 def _causes(cfg) -> str:

@@ -13,6 +13,6 @@ class ConfigError(TrickbenchError, ValueError):
 class Diverged(TrickbenchError):
     """The training loss became NaN/inf: results.json says status "diverged"; a sweep goes on."""
 
-    def __init__(self, step: int, epoch: int, loss: float, causes: str):
+    def __init__(self, step: int, epoch: int, loss: float | str, causes: str):
         self.step, self.epoch = step, epoch
         super().__init__(f"diverged: training loss is {loss} at step {step} (epoch {epoch}); likely causes: {causes}")
