@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, compose_cfg
 
 from trickbench.train import run
@@ -63,3 +64,28 @@ def test_bag_of_tricks_preset_runs_every_rung_with_a_teacher_it_trained(tmp_path
     assert len(rows) == len(RUNGS) and [r["config"] for r in rows if r["baseline"] == "True"] == [
         "ladder=bag_of_tricks/baseline"
     ]
+
+
+BAG = "linear_lr_scaling,warmup,cosine,nesterov,no_bias_decay,zero_gamma,resnet_d,label_smoothing,mixup,cutmix,ema"
+
+
+def test_every_bag_of_tricks_switch_at_once_trains(tmp_path, cifar_tarball):
+    """All switches of the README's table in one run (distillation: the preset test above; linear_decay and
+    cosine both choose the scheduler, so they are the one pair that cannot combine)."""
+    cfg = compose_cfg(
+        [
+            "data=cifar10",
+            "model=resnet20",
+            "norm=batch",
+            f"trick=[{BAG}]",
+            "augment.pca_lighting=0.1",
+            *_tiny(cifar_tarball, tmp_path),
+            "model.blocks=[1,1,1]",
+        ],
+        tmp_path / "run",
+    )
+    assert (cfg.optimizer.nesterov, cfg.optimizer.no_bias_decay, cfg.model.variant) == (True, True, "d")
+    assert (cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.loss.label_smoothing) == (0.2, 1.0, 0.1)
+    results = run(cfg)
+    assert results["status"] == "ok" and results["epochs"] == 3
+    assert results["lr"] == pytest.approx(0.1 * 32 / 256)  # nesterov's lr, scaled to the batch of 32
