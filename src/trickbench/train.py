@@ -68,8 +68,7 @@ def run(cfg: DictConfig) -> dict:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
 
-    results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds)
-    results["n_jobs"] = n_jobs
+    results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs)
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)
@@ -85,7 +84,15 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _results(
-    cfg: DictConfig, trainer, module: TrickModule, dm, last: dict, test: dict, started: float, fit_seconds: float
+    cfg: DictConfig,
+    trainer,
+    module: TrickModule,
+    dm,
+    last: dict,
+    test: dict,
+    started: float,
+    fit_seconds: float,
+    n_jobs: int,
 ) -> dict:
     """The results.json of ../shared/DESIGN.md, plus normalization stats and checkpoint paths."""
     ckpt = trainer.checkpoint_callback
@@ -107,7 +114,7 @@ def _results(
         "device": device_name(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         "threads": torch.get_num_threads(),
-        "n_jobs": 1,
+        "n_jobs": n_jobs,
         "images_per_s": round(module.train_images * trainer.world_size / fit_seconds, 1),
         "source_sha256": dm.info["source_sha256"],
         "normalization": dm.info["normalization"],
