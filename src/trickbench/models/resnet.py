@@ -85,52 +85,28 @@ def _resnet(in_shape, num_classes, kit, name, bottleneck, width, blocks, skip, d
     return Backbone(nn.Sequential(*layers), Head(cin, (), num_classes, kit, "avg", dropout))
 
 
-@register_model
-def resnet18(
-    in_shape,
-    num_classes,
-    kit: LayerKit,
-    width=64,
-    blocks=(2, 2, 2, 2),
-    skip=True,
-    dropout=0.0,
-    stem=None,
-    variant="a",
-    zero_init_residual=False,
-):
-    args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
-    return _resnet(in_shape, num_classes, kit, "resnet18", False, *args)
+def _register(name: str, bottleneck: bool, width: int, blocks: tuple[int, ...]) -> None:
+    """One builder per depth; the defaults in its signature are the model's options (registry.model_options)."""
+
+    def builder(
+        in_shape,
+        num_classes,
+        kit: LayerKit,
+        width=width,
+        blocks=blocks,
+        skip=True,
+        dropout=0.0,
+        stem=None,
+        variant="a",
+        zero_init_residual=False,
+    ):
+        args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
+        return _resnet(in_shape, num_classes, kit, name, bottleneck, *args)
+
+    builder.__name__ = name
+    register_model(builder)
 
 
-@register_model
-def resnet20(
-    in_shape,
-    num_classes,
-    kit: LayerKit,
-    width=16,
-    blocks=(3, 3, 3),
-    skip=True,
-    dropout=0.0,
-    stem=None,
-    variant="a",
-    zero_init_residual=False,
-):
-    args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
-    return _resnet(in_shape, num_classes, kit, "resnet20", False, *args)
-
-
-@register_model
-def resnet50(
-    in_shape,
-    num_classes,
-    kit: LayerKit,
-    width=64,
-    blocks=(3, 4, 6, 3),
-    skip=True,
-    dropout=0.0,
-    stem=None,
-    variant="a",
-    zero_init_residual=False,
-):
-    args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
-    return _resnet(in_shape, num_classes, kit, "resnet50", True, *args)
+_register("resnet18", bottleneck=False, width=64, blocks=(2, 2, 2, 2))
+_register("resnet20", bottleneck=False, width=16, blocks=(3, 3, 3))
+_register("resnet50", bottleneck=True, width=64, blocks=(3, 4, 6, 3))
