@@ -4,8 +4,7 @@ from pathlib import Path
 
 import torch
 
-from trickbench.data.sources import first_line
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, first_line
 
 RUN_KEYS = ("seed", "data", "model", "activation", "norm", "init")  # what rebuilding the run reads
 

@@ -1,3 +1,8 @@
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what one-line errors quote."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class TrickbenchError(Exception):
     """An error the user can fix (bad value, missing data): train.py prints its one line, no traceback."""
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from trickbench import sweep
 from trickbench.checkpoints import load_checkpoint
 from trickbench.config import validate
-from trickbench.errors import ConfigError, Diverged, TrickbenchError
+from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line
 from trickbench.models import build_model, count_params
 from trickbench.module import TrickModule
 from trickbench.results import device_name, git_info, versions, write_json
@@ -186,12 +186,11 @@ def _record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
         out, overrides = Path(cfg.paths.output_dir), _overrides(cfg)
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
-    line = (str(error).splitlines() or [type(error).__name__])[0]
     write_json(
         out / "results.json",
         {
             "status": status,
-            "error": line,
+            "error": first_line(error),
             "overrides": overrides,
             "seed": cfg.get("seed"),
             "git": git_info(),

@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from trickbench.data.sources import first_line, read_bytes_for_hash
+from trickbench.data.sources import read_bytes_for_hash
+from trickbench.errors import first_line
 
 log = logging.getLogger(__name__)
 

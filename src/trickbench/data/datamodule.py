@@ -17,7 +17,7 @@ from torchvision import datasets as tvd
 from trickbench.data.augment import BatchTransform, channel_eigen, channel_stats, check_augment
 from trickbench.data.cache import load_or_build, sha256_of
 from trickbench.data.sources import Decoded, load_idx, load_imagefolder, load_official
-from trickbench.errors import ConfigError, TrickbenchError
+from trickbench.errors import ConfigError, TrickbenchError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,8 @@ class ImageDataModule(L.LightningDataModule):
         try:
             d = load_official(self.spec.official, raw)
         except Exception as e:  # noqa: BLE001  (any network failure: say how to work offline)
-            reason = (str(e).splitlines() or [""])[0]
             raise TrickbenchError(
-                f"could not download {self.name} ({type(e).__name__}: {reason}); "
+                f"could not download {self.name} ({type(e).__name__}: {first_line(e)}); "
                 f"point at an offline copy: {OFFLINE_HINT[self.name]}"
             ) from e
         self._check_shape(d, raw)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, first_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -29,10 +29,6 @@ class Decoded:
 
 # What reading a truncated or corrupt archive or .gz raises (tarfile, gzip and zlib each have their own).
 UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _members(path: Path) -> Iterator[tuple[str, bytes]]:
