@@ -1,7 +1,6 @@
 """Checks that run before any data is touched. Every failure is a ConfigError whose message starts
 with key=value and what is allowed."""
 
-from numbers import Integral, Number
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -10,18 +9,10 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.data import DATASETS, NORMALIZE_MODES
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_int, is_number
 from trickbench.optim import check_optimizer, check_scheduler
 
 _MISSING = object()
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, Integral) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, Number) and not isinstance(v, bool)
 
 
 def _is_file(v) -> bool:
@@ -30,26 +21,26 @@ def _is_file(v) -> bool:
 
 # key, test, what is allowed. A key the config does not have (e.g. model.conv_dropout of resnet18) is not checked.
 RULES = [
-    ("seed", _is_int, "an integer"),
-    ("data.split_seed", _is_int, "an integer"),
-    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
-    ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1, below the train set size"),
-    ("data.subset", lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
+    ("seed", is_int, "an integer"),
+    ("data.split_seed", is_int, "an integer"),
+    ("optimizer.lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    ("data.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    ("data.val_size", lambda v: is_int(v) and v >= 1, "an integer >= 1, below the train set size"),
+    ("data.subset", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2"),
     ("data.normalize", lambda v: v in NORMALIZE_MODES, f"one of {list(NORMALIZE_MODES)}"),
     # here, not only in ImageDataModule: instantiate() wraps a constructor's ConfigError into a traceback
     ("data.name", lambda v: v in DATASETS, f"one of {sorted(DATASETS)}"),
-    ("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("model.conv_dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("optimizer.momentum", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("loss.label_smoothing", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("augment.mixup_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
-    ("augment.cutmix_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
-    ("scheduler.warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warmup)"),
-    ("scheduler.warmup_start_factor", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    ("model.dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.conv_dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("trainer.max_epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    ("optimizer.momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("loss.label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("augment.mixup_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0: off)"),
+    ("augment.cutmix_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0: off)"),
+    ("scheduler.warmup_epochs", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no warmup)"),
+    ("scheduler.warmup_start_factor", lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
 ]
 

@@ -1,3 +1,17 @@
+"""Errors the user can fix, and the helpers their one-line messages are built with."""
+
+from numbers import Integral, Number
+
+
+def is_int(v) -> bool:
+    """An integer config value (YAML's true/false are bools, which Python counts as ints)."""
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    return isinstance(v, Number) and not isinstance(v, bool)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none): what one-line errors quote."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -12,7 +12,7 @@ from torch import nn
 
 from trickbench.checkpoints import load_checkpoint
 from trickbench.data import DATASETS
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_number
 from trickbench.models import build_model
 
 TEACHER_HINT = "a .ckpt file written by train.py: trick=distill distill.teacher_ckpt=PATH"
@@ -48,15 +48,11 @@ def distillation(cfg: DictConfig | None) -> Distillation | None:
     if OmegaConf.is_missing(cfg, "teacher_ckpt") or cfg.get("teacher_ckpt") is None:
         raise ConfigError("distill.teacher_ckpt", cfg.get("teacher_ckpt"), TEACHER_HINT)
     T, alpha = cfg.get("T"), cfg.get("alpha")
-    if not _is_number(T) or T <= 0:
+    if not is_number(T) or T <= 0:
         raise ConfigError("distill.T", T, "a number > 0 (the softmax temperature)")
-    if not _is_number(alpha) or not 0 <= alpha <= 1:
+    if not is_number(alpha) or not 0 <= alpha <= 1:
         raise ConfigError("distill.alpha", alpha, "a number in [0, 1] (the soft targets' weight)")
     return Distillation(str(cfg.teacher_ckpt), float(T), float(alpha))
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def load_teacher(path: str, data_cfg: DictConfig, num_classes: int) -> nn.Module:

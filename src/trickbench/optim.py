@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_int, is_number
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +21,9 @@ RUN_LENGTH_ARGS = ("T_max", "total_iters")
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def check_optimizer(cfg: DictConfig) -> None:
     ref = cfg.get("scale_lr_to_batch")
-    if ref is not None and not (_is_int(ref) and ref >= 1):
+    if ref is not None and not (is_int(ref) and ref >= 1):
         raise ConfigError("optimizer.scale_lr_to_batch", ref, "null (off) or the reference batch size, an integer >= 1")
     if not isinstance(cfg.get("no_bias_decay", False), bool):
         raise ConfigError("optimizer.no_bias_decay", cfg.no_bias_decay, "true or false")
@@ -35,10 +31,10 @@ def check_optimizer(cfg: DictConfig) -> None:
 
 def check_scheduler(cfg: DictConfig, max_epochs: int) -> None:
     warmup = cfg.get("warmup_epochs", 0)
-    if not (_is_int(warmup) and 0 <= warmup < max_epochs):
+    if not (is_int(warmup) and 0 <= warmup < max_epochs):
         raise ConfigError("scheduler.warmup_epochs", warmup, f"an integer >= 0 and < trainer.max_epochs ({max_epochs})")
     start = cfg.get("warmup_start_factor", 1e-3)
-    if isinstance(start, bool) or not isinstance(start, int | float) or not 0 < start <= 1:
+    if not (is_number(start) and 0 < start <= 1):
         raise ConfigError("scheduler.warmup_start_factor", start, "a number in (0, 1]")
 
 

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_int
 
 # Overrides that say where or how a job runs, not what it trains: ignored when matching and grouping jobs.
 PLACEMENT_KEYS = ("resume", "hydra.", "threads")
@@ -72,7 +72,7 @@ def reset_torch_state(threads: int) -> None:
 def threads_for(requested: int | None, n_jobs: int) -> int:
     """threads=null shares the cores evenly among the jobs running at once."""
     if requested is not None:
-        if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        if not (is_int(requested) and requested >= 1):
             raise ConfigError("threads", requested, "null or an integer >= 1")
         return requested
     return max((os.cpu_count() or 1) // max(n_jobs, 1), 1)

@@ -3,14 +3,13 @@ training-only augmentation (kornia: random parameters per sample) -> normalizati
 mixup/CutMix (torchvision: one mixing weight per batch, soft targets)."""
 
 import logging
-from numbers import Number
 
 import kornia.augmentation as K
 import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_number
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ JITTER_LIMITS = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0
 
 
 def _number_in(v, low: float, high: float = float("inf")) -> bool:
-    return isinstance(v, Number) and not isinstance(v, bool) and low <= v <= high
+    return is_number(v) and low <= v <= high
 
 
 def check_augment(cfg) -> None:
