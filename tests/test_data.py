@@ -1,5 +1,5 @@
 """Data pipeline: both mirror layouts decode losslessly, the checksum-keyed cache (atomic, parallel-safe),
-the seeded split, config errors, normalization, per-sample augmentation and the epoch-seeded sampler."""
+the seeded split, config errors, normalization and per-sample augmentation."""
 
 import hashlib
 import multiprocessing as mp
@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from torchvision.io import encode_jpeg
 
 from trickbench.data import BatchTransform, ImageDataModule
-from trickbench.data.datamodule import EpochSeededSampler
 from trickbench.errors import ConfigError
 
 SHAPES = {"fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -308,28 +307,4 @@ def test_batch_hook_augments_only_while_training(cifar_folder, tmp_path):
     assert not torch.equal(first, later)
 
 
-# ---- sampler and loader --------------------------------------------------------------------------------
-def test_epoch_seeded_sampler():
-    def order(seed, epoch, n=100):
-        s = EpochSeededSampler(n, seed)
-        s.set_epoch(epoch)
-        return list(s)
-
-    assert order(0, 1) == order(0, 1)
-    assert order(0, 1) != order(0, 2)
-    assert order(0, 1) != order(1, 1)
-    assert sorted(order(0, 1)) == list(range(100))
-    assert len(EpochSeededSampler(100, 0)) == 100
-
-
-def test_train_loader_yields_uint8_batches(fmnist_mirror, tmp_path):
-    dm = loaded("fashion_mnist", fmnist_mirror, tmp_path, val_size=40, batch_size=32)  # 160 train: 5 full batches
-    loader = dm.train_dataloader()
-    batches = list(loader)
-    assert len(batches) == 5
-    for x, y in batches:
-        assert x.dtype == torch.uint8 and x.shape == (32, 1, 28, 28)
-        assert y.dtype == torch.int64 and y.shape == (32,)
-    order = list(loader.sampler)
-    assert torch.equal(torch.cat([x for x, _ in batches]), dm.train_set.x[order])
-    assert torch.equal(torch.cat([y for _, y in batches]), dm.train_set.y[order])
+# the epoch order and the loader: tests/test_fast_path.py

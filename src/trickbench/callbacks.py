@@ -1,5 +1,7 @@
-"""Lightning callbacks of conf/callbacks that Lightning does not ship."""
+"""Lightning callbacks of conf/callbacks that Lightning does not ship. None of them waits for the device at
+every step: their checks read values back every trainer.log_every_n_steps or at epoch ends."""
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -10,14 +12,26 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from trickbench.errors import Diverged
 
 
+def checked_batch(trainer: L.Trainer, stepped: bool) -> bool:
+    """Whether checks read values back in this training batch: the run's first (a bad init or lr shows at once)
+    and those whose step logs reach the loggers (Lightning's rule: the steps done before it, plus one, a multiple
+    of log_every_n_steps). stepped: asked after the batch's optimizer step."""
+    before, n = trainer.global_step - int(stepped), trainer.log_every_n_steps
+    return before == 0 or (n > 0 and (before + 1) % n == 0)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class DivergenceGuard(L.Callback):
     """Stops the run when the training loss is NaN/inf. Written by hand: EarlyStopping(check_finite) looks only
     at a monitored metric at epoch end and names no step. Checked every log_every_n_steps (a host sync then, not
     every step); under DDP the ranks agree before raising, so all stop together."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
-        step = trainer.global_step
-        if step != 1 and step % max(trainer.log_every_n_steps, 1) != 0:
+        if not checked_batch(trainer, stepped=True):
             return
         self._check(trainer, pl_module, outputs["loss"] if isinstance(outputs, dict) else outputs)
 
@@ -66,13 +80,13 @@ class GradientNorms(L.Callback):
         self.warned = False
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        step = trainer.global_step
-        if step % max(trainer.log_every_n_steps, 1) != 0:
+        if not checked_batch(trainer, stepped=False):
             return
+        step = trainer.global_step
         weights = [(n, p) for n, p in pl_module.named_parameters() if p.ndim > 1 and p.grad is not None]
         if not weights:
             return
-        norms = torch.stack([p.grad.detach().norm() for _, p in weights]).float()
+        norms = torch.stack(torch._foreach_norm([p.grad.detach() for _, p in weights])).float()  # one fused kernel
         pl_module.log_dict({f"grad_norm/{n}": v for (n, _), v in zip(weights, norms, strict=True)}, on_step=True)
         first, last = norms[0], norms[-1]
         pl_module.log_dict({"train/grad_norm_first": first, "train/grad_norm_last": last}, on_step=False, on_epoch=True)
@@ -83,3 +97,61 @@ class GradientNorms(L.Callback):
                 f"{self.ratio:g} x the last layer's ({float(last):.2e}); the network may not learn "
                 "(try trick=he_init, trick=batchnorm, activation=relu, trick=skip)"
             )
+
+
+class EpochTimer(L.Callback):
+    """Seconds per epoch (training, validation, and the whole epoch with checkpoints) and training images per
+    second, for results.json. Reads the clock after a device synchronize at epoch boundaries only."""
+
+    def __init__(self):
+        self.train_s: list[float] = []
+        self.val_s: list[float] = []
+        self.epoch_s: list[float] = []
+        self.train_images = 0
+        self._epoch_start = self._train_end = self._val_start = None
+
+    def _now(self, pl_module: L.LightningModule) -> float:
+        synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def _close_epoch(self, pl_module: L.LightningModule) -> None:
+        if self._epoch_start is not None:
+            self.epoch_s.append(self._now(pl_module) - self._epoch_start)
+            self._epoch_start = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_epoch(pl_module)
+        self._epoch_start, self._train_end = self._now(pl_module), None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.train_images += len(batch[1])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._epoch_start is None:
+            return
+        self._val_start = self._now(pl_module)
+        if self._train_end is None:
+            self._train_end = self._val_start
+            self.train_s.append(self._train_end - self._epoch_start)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_start is not None:
+            self.val_s.append(self._now(pl_module) - self._val_start)
+            self._val_start = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._train_end is None and self._epoch_start is not None:  # an epoch without validation
+            self._train_end = self._now(pl_module)
+            self.train_s.append(self._train_end - self._epoch_start)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_epoch(pl_module)
+
+    def summary(self) -> dict:
+        train = sum(self.train_s)
+        return {
+            "train_s": round(train, 3),
+            "val_s": round(sum(self.val_s), 3),
+            "epoch_s": [round(t, 3) for t in self.epoch_s],
+            "train_images_per_s": round(self.train_images / train, 1) if train > 0 else None,
+        }

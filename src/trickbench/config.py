@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trickbench.data import DATASETS, NORMALIZE_MODES
 from trickbench.errors import ConfigError, is_int, is_number
+from trickbench.speed import MATMUL_PRECISIONS
 from trickbench.optim import check_optimizer, check_scheduler
 
 _MISSING = object()
@@ -41,6 +42,11 @@ RULES = [
     ("augment.cutmix_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0: off)"),
     ("scheduler.warmup_epochs", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no warmup)"),
     ("scheduler.warmup_start_factor", lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    ("data.on_device", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
+    ("model.channels_last", lambda v: isinstance(v, bool), "true or false"),
+    ("trainer.benchmark", lambda v: v is None or isinstance(v, bool), "null (auto), true or false"),
+    ("matmul_precision", lambda v: v is None or v in MATMUL_PRECISIONS, f"null or one of {list(MATMUL_PRECISIONS)}"),
+    ("compile", lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""), "false, true or a backend name"),
     ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
 ]
 

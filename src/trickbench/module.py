@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from trickbench.data.batch_ops import tta_logits
 from trickbench.losses import distillation, load_teacher
 from trickbench.optim import build_optimizer, build_scheduler
 
@@ -25,10 +26,15 @@ class TrickModule(L.LightningModule):
         self.distill = distillation(self.cfg.get("distill"))  # None: off
         # in a tuple, not a Module attribute: the teacher stays out of state_dict, parameters() and train()
         self._teacher: tuple[nn.Module, ...] = ()
+        # validate_args=False: the checks call torch.unique on the labels, a host sync at every step
         self.acc = nn.ModuleDict(
-            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+            {
+                f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+                for s in ("train", "val", "test")
+            }
         )
-        self.train_images = 0
+        self.tta = (self.cfg.get("augment") or {}).get("tta")
+        self.channels_last = bool((self.cfg.get("model") or {}).get("channels_last"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -50,7 +56,9 @@ class TrickModule(L.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y, *soft_targets = batch  # mixup/CutMix training batches: (x, original labels, soft targets)
-        logits = self.net(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = self.net(x) if stage == "train" else tta_logits(self.net, x, self.tta)
         loss = self.loss_fn(logits, soft_targets[0] if soft_targets else y)
         if stage == "train" and self.teacher is not None:
             with torch.no_grad():
@@ -64,7 +72,6 @@ class TrickModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        self.train_images += len(batch[1])
         return self._step(batch, "train")
 
     def on_train_epoch_end(self):

@@ -13,7 +13,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench import sweep
+from trickbench import speed, sweep
+from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
 from trickbench.config import validate
 from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line
@@ -48,13 +49,25 @@ def run(cfg: DictConfig) -> dict:
         return done
     n_jobs = sweep.parallel_jobs()
     sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs))
+    settings = speed.resolve(cfg)
+    speed.apply_backend_flags(settings)
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
     dm.prepare_data()  # bad data fails here, before the model, the Trainer and their start-up lines
     L.seed_everything(cfg.seed, workers=True)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
+    _init_from_data(net, dm)
+    net = speed.prepare_model(net, settings)
     module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), dm.num_classes)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg), logger=loggers or False, plugins=_plugins())
+    callbacks = _callbacks(cfg) + ([speed.CompileClock()] if settings["compile"] else [])
+    trainer = instantiate(
+        cfg.trainer,
+        precision=settings["precision"],
+        benchmark=settings["benchmark"],
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=_plugins(),
+    )
 
     last_ckpt = out_dir / LAST_CKPT
     if last_ckpt.exists():  # a killed or requeued run, or an unfinished job of a resumed sweep
@@ -68,7 +81,7 @@ def run(cfg: DictConfig) -> dict:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
 
-    results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs)
+    results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs, settings)
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)
@@ -93,10 +106,13 @@ def _results(
     started: float,
     fit_seconds: float,
     n_jobs: int,
+    settings: dict,
 ) -> dict:
     """The results.json of ../shared/DESIGN.md, plus normalization stats and checkpoint paths."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
+    timing = {"fit_s": round(fit_seconds, 3), **_timing(trainer)}
+    per_rank = timing.get("train_images_per_s")
     return {
         "status": "ok",
         "error": None,
@@ -115,7 +131,10 @@ def _results(
         "precision": str(trainer.precision),
         "threads": torch.get_num_threads(),
         "n_jobs": n_jobs,
-        "images_per_s": round(module.train_images * trainer.world_size / fit_seconds, 1),
+        "speed": {**settings, "data_device": dm.info.get("data_device"), **_compile_time(trainer)},
+        "timing": timing,
+        # training throughput (validation and checkpoints excluded), all ranks together
+        "images_per_s": per_rank and round(per_rank * trainer.world_size, 1),
         "source_sha256": dm.info["source_sha256"],
         "normalization": dm.info["normalization"],
         "checkpoints": {
@@ -125,6 +144,23 @@ def _results(
         "git": git_info(),
         "versions": versions(),
     }
+
+
+def _init_from_data(net, dm) -> None:
+    """A model with a data-dependent init (speednet's patch whitening) gets normalized training images."""
+    if hasattr(net, "init_from_data"):
+        dm.setup("fit")
+        net.init_from_data(dm.transform(dm.train_set.x[:5000], train=False))
+
+
+def _timing(trainer) -> dict:
+    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
+    return timer.summary() if timer else {}
+
+
+def _compile_time(trainer) -> dict:
+    clock = next((c for c in trainer.callbacks if isinstance(c, speed.CompileClock)), None)
+    return {"compile_first_batch_s": clock.first_batch_s} if clock else {}
 
 
 def _log_hparams(trainer, cfg: DictConfig, results: dict) -> None:

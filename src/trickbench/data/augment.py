@@ -1,6 +1,6 @@
 """Batch-wise input pipeline, run on the batch's device after transfer: uint8 -> float in [0,1] ->
-training-only augmentation (kornia: random parameters per sample) -> normalization -> training-only
-mixup/CutMix (torchvision: one mixing weight per batch, soft targets)."""
+training-only augmentation (batch_ops.py: whole-batch tensor ops, random parameters per sample) ->
+normalization -> training-only mixup/CutMix (torchvision: one mixing weight per batch, soft targets)."""
 
 import logging
 
@@ -9,11 +9,15 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from trickbench.errors import ConfigError, is_number
+from trickbench.data import batch_ops
+from trickbench.data.batch_ops import TTA_MODES
+from trickbench.data.batch_ops import tta_logits as tta_logits  # for the LightningModule's eval steps
+from trickbench.errors import ConfigError, is_int, is_number
 
 log = logging.getLogger(__name__)
 
 NORMALIZE_MODES = ("none", "minus_one_one", "standardize")
+CROP_PADDING_MODES = ("constant", "reflect")
 # color_jitter key -> its largest value: brightness/contrast/saturation factors are drawn from [1 - v, 1 + v],
 # the hue shift from [-v, v] turns of the color wheel
 JITTER_LIMITS = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.5}
@@ -23,37 +27,74 @@ def _number_in(v, low: float, high: float = float("inf")) -> bool:
     return is_number(v) and low <= v <= high
 
 
+def _is_range(v, low: float, high: float = float("inf")) -> bool:
+    return v is not None and len(v) == 2 and all(_number_in(b, low, high) for b in v) and v[0] <= v[1]
+
+
 def check_augment(cfg) -> None:
     """The conf/augment values these ops take, checked before any data is read."""
-    for key in ("mixup_alpha", "cutmix_alpha", "pca_lighting"):
+    for key in ("mixup_alpha", "cutmix_alpha", "pca_lighting", "rotation"):
         value = cfg.get(key) or 0
         if not _number_in(value, 0):
             raise ConfigError(f"augment.{key}", value, "a number >= 0 (0: off)")
+    padding = cfg.get("crop_padding") or 0
+    if not is_int(padding) or padding < 0:
+        raise ConfigError("augment.crop_padding", padding, "an integer >= 0 (0: off)")
+    for key, allowed, default in (("crop_padding_mode", CROP_PADDING_MODES, "constant"), ("tta", TTA_MODES, "none")):
+        if (cfg.get(key) or default) not in allowed:
+            raise ConfigError(f"augment.{key}", cfg.get(key), f"one of {list(allowed)}")
     jitter = cfg.get("color_jitter") or {}
     for key in jitter:
         if key not in JITTER_LIMITS:
             raise ConfigError(f"augment.color_jitter.{key}", jitter[key], f"not a key; keys: {list(JITTER_LIMITS)}")
         if not _number_in(jitter[key], 0, JITTER_LIMITS[key]):
             raise ConfigError(f"augment.color_jitter.{key}", jitter[key], f"a number in [0, {JITTER_LIMITS[key]}]")
+    erasing = cfg.get("erasing") or {}
+    for key, ok, allowed in (
+        ("p", lambda v: _number_in(v, 0, 1), "a number in [0, 1]"),
+        ("scale", lambda v: _is_range(v, 1e-6, 1), "[low, high] with 0 < low <= high <= 1 (fractions of the image)"),
+        ("ratio", lambda v: _is_range(v, 1e-6), "[low, high] with 0 < low <= high (height / width)"),
+        ("value", is_number, "a number (pixel value in [0, 1] space)"),
+    ):
+        if erasing and not ok(erasing.get(key)):
+            raise ConfigError(f"augment.erasing.{key}", erasing.get(key), allowed)
+
+
+class BatchOp(nn.Module):
+    """A batch_ops function with its settings, as a module, so that nn.Sequential chains it with kornia's."""
+
+    def __init__(self, op, **settings):
+        super().__init__()
+        self.op, self.settings = op, settings
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x, **self.settings)
+
+    def extra_repr(self) -> str:
+        return ", ".join([self.op.__name__, *(f"{k}={v!r}" for k, v in self.settings.items())])
 
 
 def build_augmentation(cfg, image_size: tuple[int, int], channels: int = 3, lighting=None) -> nn.Module | None:
-    """conf/augment: crop_padding (int), hflip (bool), rotation (degrees), color_jitter ({brightness, contrast,
-    saturation, hue}/null), pca_lighting (std of alpha; needs lighting=(eigval, eigvec) of the train split),
-    erasing ({p, scale, ratio, value}/null)."""
+    """conf/augment: crop_padding (int), crop_padding_mode (constant/reflect), hflip (bool), rotation (degrees),
+    color_jitter ({brightness, contrast, saturation, hue}/null), pca_lighting (std of alpha; needs
+    lighting=(eigval, eigvec) of the train split), erasing ({p, scale, ratio, value}/null)."""
     check_augment(cfg)
     ops: list[nn.Module] = []
     if cfg.get("crop_padding"):
-        ops.append(K.RandomCrop(image_size, padding=int(cfg["crop_padding"])))
+        padding, mode = int(cfg["crop_padding"]), cfg.get("crop_padding_mode") or "constant"
+        if mode == "reflect" and padding >= min(image_size):
+            allowed = f"less than the image size {tuple(image_size)} with crop_padding_mode=reflect"
+            raise ConfigError("augment.crop_padding", padding, allowed)
+        ops.append(BatchOp(batch_ops.random_crop, padding=padding, mode=mode))
     if cfg.get("hflip"):
-        ops.append(K.RandomHorizontalFlip())
+        ops.append(BatchOp(batch_ops.random_hflip))
     if cfg.get("rotation"):
-        ops.append(K.RandomRotation(float(cfg["rotation"])))
+        ops.append(BatchOp(batch_ops.random_rotation, degrees=float(cfg["rotation"])))
     jitter = {k: float(v) for k, v in (cfg.get("color_jitter") or {}).items() if v}
     if channels != 3 and {"saturation", "hue"} & jitter.keys():
         log.info("color_jitter: saturation and hue need RGB images; on %d channel(s) they are skipped", channels)
         jitter = {k: v for k, v in jitter.items() if k not in ("saturation", "hue")}
-    if jitter:
+    if jitter:  # still kornia's (per-sample params drawn on the host): only the baseline/color_jitter presets use it
         ops.append(K.ColorJitter(**jitter, p=1.0))
     if cfg.get("pca_lighting"):
         if lighting is None:
@@ -61,9 +102,8 @@ def build_augmentation(cfg, image_size: tuple[int, int], channels: int = 3, ligh
         ops.append(PCALighting(float(cfg["pca_lighting"]), *lighting))
     if cfg.get("erasing"):
         e = cfg["erasing"]
-        ops.append(
-            K.RandomErasing(scale=tuple(e["scale"]), ratio=tuple(e["ratio"]), value=float(e["value"]), p=float(e["p"]))
-        )
+        box = {"scale": tuple(map(float, e["scale"])), "ratio": tuple(map(float, e["ratio"]))}
+        ops.append(BatchOp(batch_ops.random_erasing, p=float(e["p"]), **box, value=float(e["value"])))
     return nn.Sequential(*ops) if ops else None
 
 
@@ -95,7 +135,7 @@ class PCALighting(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.randn(len(x), len(self.eigval), device=x.device) * self.std
-        offset = (alpha * self.eigval.to(x.device)) @ self.eigvec.to(x.device).T  # eigenvectors are columns
+        offset = (alpha * self.eigval) @ self.eigvec.T  # eigenvectors are columns
         return x + offset[:, :, None, None]
 
 
@@ -111,27 +151,31 @@ class BatchTransform(nn.Module):
         channels: int = 3,
         num_classes: int = 10,
         lighting=None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if normalize not in NORMALIZE_MODES:
             raise ConfigError("data.normalize", normalize, f"one of {list(NORMALIZE_MODES)}")
-        self.normalize = normalize
+        self.normalize, self.channels_last = normalize, channels_last
         self.augment = build_augmentation(augment_cfg or {}, image_size, channels, lighting)
         self.mix = build_mixing(augment_cfg or {}, num_classes)  # the datamodule applies it to training batches
-        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.tta = (augment_cfg or {}).get("tta") or "none"  # for the eval steps: tta_logits(net, x, self.tta)
+        for name, stat in (("mean", mean), ("std", std)):
+            stat = None if stat is None else torch.as_tensor(stat, dtype=torch.float32).view(1, -1, 1, 1)
+            self.register_buffer(name, stat, persistent=False)
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        buffer = next(self.buffers(), None)
+        if buffer is not None and buffer.device != x.device:  # device metadata, read on the host: no sync
+            self.to(x.device)
         x = x.float().div_(255)
         if train and self.augment is not None:
             x = self.augment(x)
         if self.normalize == "minus_one_one":
-            return x.mul_(2).sub_(1)
-        if self.normalize == "standardize":
-            if self.mean.device != x.device:
-                self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-            return (x - self.mean) / self.std
-        return x
+            x = x.mul_(2).sub_(1)
+        elif self.normalize == "standardize":
+            x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""One LightningDataModule for every dataset: uint8 tensors decoded once and cached, a seeded
-train/val split, and the batch pipeline (augment + normalize) run after transfer to the device."""
+"""One LightningDataModule for every dataset: uint8 tensors decoded once and cached, a seeded train/val split
+kept on the accelerator (data.on_device), and the batch pipeline (augment + normalize) run on the batch's device."""
 
 import logging
 from dataclasses import dataclass, field
@@ -11,11 +11,11 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import to_absolute_path
-from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets as tvd
 
 from trickbench.data.augment import BatchTransform, channel_eigen, channel_stats, check_augment
 from trickbench.data.cache import load_or_build, sha256_of
+from trickbench.data.loader import EpochOrder, Split, TensorLoader, mixed_seed, resident_device
 from trickbench.data.sources import Decoded, load_idx, load_imagefolder, load_official
 from trickbench.errors import ConfigError, TrickbenchError, first_line
 
@@ -72,47 +72,6 @@ def dataset_label(name: str, lossy: bool) -> str:
     return f"{name} (JPEG q75 copy)" if lossy else name
 
 
-class TensorBatches(torch.utils.data.Dataset):
-    """Indexable pair of tensors that the DataLoader fetches a whole batch at a time (__getitems__)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitems__(self, idx):
-        idx = torch.as_tensor(idx)
-        return self.x[idx], self.y[idx]
-
-
-def _as_is(batch):
-    return batch
-
-
-def mixed_seed(*parts: int) -> int:
-    """One well-mixed seed from several integers (nearby inputs give unrelated streams)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-class EpochSeededSampler(Sampler[int]):
-    """A fresh permutation per epoch from (seed, epoch) alone: RandomSampler's generator state is not
-    in the checkpoint, so a resumed run would see other batches."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(mixed_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self):
-        return self.n
-
-
 class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -128,6 +87,7 @@ class ImageDataModule(L.LightningDataModule):
         normalize: str = "none",
         augment=None,
         seed: int = 0,
+        on_device="auto",
     ):
         super().__init__()
         if name not in DATASETS:
@@ -139,6 +99,8 @@ class ImageDataModule(L.LightningDataModule):
         self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.normalize, self.augment_cfg, self.seed = normalize, augment or {}, seed
+        self.on_device = on_device
+        self._resident: dict[str, Split] = {}  # the splits on the device they are served from
         self.info: dict = {}
         self.transform: BatchTransform | None = None
         self.cache_hit: bool | None = None
@@ -212,6 +174,8 @@ class ImageDataModule(L.LightningDataModule):
         if self.transform is not None:  # Lightning calls this again before test; the splits are made
             return
         check_augment(self.augment_cfg)  # here, not in __init__: Hydra's instantiate would wrap the ConfigError
+        if not (self.on_device == "auto" or isinstance(self.on_device, bool)):
+            raise ConfigError("data.on_device", self.on_device, "auto, true or false")
         if self._data is None:
             cache_file, build = self._cache_file_and_builder
             self._data, self.cache_hit = load_or_build(cache_file, build)
@@ -235,9 +199,9 @@ class ImageDataModule(L.LightningDataModule):
         val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         # mirrors store images sorted by class: a subset of the test set must be drawn, not the first N
         test_idx = torch.randperm(len(d["test_y"]), generator=g)[: self.subset or None].sort().values
-        self.train_set = TensorBatches(d["train_x"][train_idx], d["train_y"][train_idx])
-        self.val_set = TensorBatches(d["train_x"][val_idx], d["train_y"][val_idx])
-        self.test_set = TensorBatches(d["test_x"][test_idx], d["test_y"][test_idx])
+        self.train_set = Split(d["train_x"][train_idx], d["train_y"][train_idx])
+        self.val_set = Split(d["train_x"][val_idx], d["train_y"][val_idx])
+        self.test_set = Split(d["test_x"][test_idx], d["test_y"][test_idx])
         mean = std = None
         if self.normalize == "standardize":
             mean, std = channel_stats(self.train_set.x)
@@ -274,26 +238,29 @@ class ImageDataModule(L.LightningDataModule):
         log.info("pca_lighting: train-split eigenvalues %s", [round(v, 6) for v in eigval.tolist()])
         return {"eigval": eigval.tolist(), "eigvec": eigvec.tolist()}
 
-    def _loader(self, ds: TensorBatches, batch_size: int, sampler=None) -> DataLoader:
-        # data is in memory: workers would only copy it; pinned memory makes the host-to-GPU copy async
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            collate_fn=_as_is,
-            num_workers=0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def _served(self, split: str) -> Split:
+        """The split on the device batches are served from: moved there once, on first use."""
+        if split not in self._resident:
+            target = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+            nbytes = sum(s.x.nbytes + s.y.nbytes for s in splits.values())
+            device = resident_device(self.on_device, target, nbytes)
+            self._resident = {name: s.to(device) for name, s in splits.items()}
+            self.info["data_device"] = str(device)
+        return self._resident[split]
 
     def train_dataloader(self):
-        return self._loader(self.train_set, self.batch_size, EpochSeededSampler(len(self.train_set), self.seed))
+        split = self._served("train")
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return TensorLoader(split.x, split.y, self.batch_size, EpochOrder(len(split), self.seed, rank, world))
 
     def val_dataloader(self):
-        return self._loader(self.val_set, self.eval_batch_size)
+        split = self._served("val")
+        return TensorLoader(split.x, split.y, self.eval_batch_size)
 
     def test_dataloader(self):
-        return self._loader(self.test_set, self.eval_batch_size)
+        split = self._served("test")
+        return TensorLoader(split.x, split.y, self.eval_batch_size)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch

@@ -26,6 +26,7 @@ def build_model(model_cfg, activation_cfg, norm_cfg, init_cfg, in_shape, num_cla
     """The network for conf groups model, activation, norm and init, for inputs of in_shape=(C, H, W)."""
     options = dict(model_cfg)
     name = options.pop("name")
+    options.pop("channels_last", None)  # a memory format for every model (speed.py), not a builder option
     if name not in MODELS:
         raise ConfigError("model.name", name, f"one of {sorted(MODELS)}")
     allowed = model_options(name)

@@ -1,0 +1,99 @@
+"""Speed switches: mixed precision, cuDNN autotuning, TF32, channels_last and torch.compile. Each resolves to
+what the run's device can use; an explicit switch the device cannot use is dropped with a one-line warning.
+What a run used goes to results.json ("speed"), determinism included: it is an explicit choice
+(trainer.deterministic), never a side effect of another switch."""
+
+import logging
+import time
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from trickbench.callbacks import synchronize
+
+log = logging.getLogger(__name__)
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def on_gpu(trainer_cfg: DictConfig) -> bool:
+    """Whether the Trainer this config builds runs on a CUDA GPU (accelerator auto picks one when there is one)."""
+    return torch.cuda.is_available() and str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+
+
+def _refuse(key: str, value, why: str, instead):
+    log.warning("%s=%s ignored: %s; using %s", key, value, why, instead)
+    return instead
+
+
+def resolve(cfg: DictConfig) -> dict:
+    """The speed settings this run uses: trainer.precision, trainer.benchmark, matmul_precision, compile and
+    model.channels_last, with null meaning the device's best (bf16-mixed, autotuning and TF32 on a GPU; fp32 on
+    a CPU)."""
+    gpu = on_gpu(cfg.trainer)
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    deterministic = cfg.trainer.get("deterministic") in (True, "warn")
+
+    precision = cfg.trainer.get("precision")
+    if precision is None:
+        precision = "bf16-mixed" if bf16 else "32-true"
+    elif "bf16" in str(precision) and gpu and not bf16:
+        precision = _refuse("trainer.precision", precision, "this GPU has no bfloat16", "32-true")
+
+    benchmark = cfg.trainer.get("benchmark")
+    if benchmark is None:
+        benchmark = gpu and not deterministic
+    elif benchmark and not gpu:
+        benchmark = _refuse("trainer.benchmark", True, "cuDNN autotuning needs a CUDA GPU", False)
+    elif benchmark and deterministic:
+        benchmark = _refuse("trainer.benchmark", True, "autotuning picks non-deterministic kernels", False)
+
+    matmul = cfg.get("matmul_precision")
+    if matmul is None:
+        matmul = "high" if gpu else "highest"
+    elif matmul != "highest" and not gpu:
+        matmul = _refuse("matmul_precision", matmul, "TF32 and reduced float32 matmuls need a CUDA GPU", "highest")
+
+    backend = cfg.get("compile") or None
+    return {
+        "precision": str(precision),
+        "benchmark": bool(benchmark),
+        "matmul_precision": matmul,
+        "deterministic": deterministic,
+        "compile": "inductor" if backend is True else backend,
+        "channels_last": bool(cfg.model.get("channels_last", False)),
+    }
+
+
+def apply_backend_flags(settings: dict) -> None:
+    """Global torch flags for float32 math; the Trainer sets cudnn.benchmark and determinism from its arguments."""
+    torch.set_float32_matmul_precision(settings["matmul_precision"])
+    torch.backends.cudnn.allow_tf32 = settings["matmul_precision"] != "highest"  # torch's default is True
+
+
+def prepare_model(net: nn.Module, settings: dict) -> nn.Module:
+    """channels_last weights, and torch.compile in place (nn.Module.compile), so state_dict keys stay clean."""
+    if settings["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    if settings["compile"]:
+        net.compile(backend=settings["compile"])
+    return net
+
+
+class CompileClock(L.Callback):
+    """Seconds of the run's first training batch, where torch.compile traces and compiles (one synchronize)."""
+
+    def __init__(self):
+        self.first_batch_s: float | None = None
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.first_batch_s is None and self._start is None:
+            synchronize(pl_module.device)
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.first_batch_s is None and self._start is not None:
+            synchronize(pl_module.device)
+            self.first_batch_s = round(time.perf_counter() - self._start, 3)
