@@ -1,5 +1,5 @@
 """conf/optimizer and conf/scheduler: torch.optim classes by _target_, plus the keys that are ours, not the
-classes': linear lr scaling and no-bias-decay param groups (optimizer), linear warmup (scheduler)."""
+classes': linear lr scaling, no-bias-decay and norm-lr-scale param groups (optimizer), linear warmup (scheduler)."""
 
 import logging
 
@@ -14,7 +14,7 @@ from trickbench.errors import ConfigError, is_int, is_number
 log = logging.getLogger(__name__)
 
 # keys of conf/optimizer that are not the torch class's arguments (conf/scheduler keeps its own beside lr_scheduler)
-OPTIMIZER_KEYS = ("scale_lr_to_batch", "no_bias_decay")
+OPTIMIZER_KEYS = ("scale_lr_to_batch", "no_bias_decay", "norm_lr_scale")
 # lr_scheduler arguments that give the schedule's length: null = the rest of the run after warmup
 RUN_LENGTH_ARGS = ("T_max", "total_iters")
 # _NormBase: batch and instance norms (private, but the one base class they share)
@@ -27,6 +27,9 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError("optimizer.scale_lr_to_batch", ref, "null (off) or the reference batch size, an integer >= 1")
     if not isinstance(cfg.get("no_bias_decay", False), bool):
         raise ConfigError("optimizer.no_bias_decay", cfg.no_bias_decay, "true or false")
+    scale = cfg.get("norm_lr_scale", 1.0)
+    if not (is_number(scale) and scale > 0):
+        raise ConfigError("optimizer.norm_lr_scale", scale, "a number > 0: the lr multiplier of norm layers (1: off)")
 
 
 def check_scheduler(cfg: DictConfig, max_epochs: int) -> None:
@@ -44,13 +47,29 @@ def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
     return cfg.lr if ref is None else cfg.lr * global_batch / ref
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/linear weights only; biases and every norm layer's parameters get none."""
-    decay, no_decay = [], []
+def param_groups(
+    model: nn.Module, weight_decay: float, *, no_bias_decay: bool = True, norm_lr_scale: float = 1.0, lr: float = 0.0
+) -> list[dict]:
+    """no_bias_decay: weight decay on conv/linear weights only; biases and every norm layer's parameters get none.
+    norm_lr_scale != 1: every norm layer's parameters in a group of their own with lr x norm_lr_scale (lr: the other
+    groups') and weight decay / norm_lr_scale, so their decay per step (lr x weight_decay in SGD, AdamW) stays."""
+    decay, no_decay, norm = [], [], []
     for module in model.modules():
+        is_norm = isinstance(module, NORM_LAYERS)
         for p in module.parameters(recurse=False):
-            (no_decay if isinstance(module, NORM_LAYERS) or p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            if is_norm and norm_lr_scale != 1:
+                norm.append(p)
+            elif no_bias_decay and (is_norm or p.ndim <= 1):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_bias_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if norm_lr_scale != 1:
+        norm_decay = 0.0 if no_bias_decay else weight_decay / norm_lr_scale
+        groups.append({"params": norm, "lr": lr * norm_lr_scale, "weight_decay": norm_decay})
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: DictConfig, global_batch: int) -> Optimizer:
@@ -60,10 +79,16 @@ def build_optimizer(model: nn.Module, cfg: DictConfig, global_batch: int) -> Opt
     if cfg.get("scale_lr_to_batch") is not None:
         log.info("lr %g = optimizer.lr %g x global batch %d / %d", lr, cfg.lr, global_batch, cfg.scale_lr_to_batch)
     make = instantiate({k: v for k, v in cfg.items() if k not in OPTIMIZER_KEYS})
-    if cfg.get("no_bias_decay", False):
-        if not cfg.get("weight_decay"):
-            log.warning("optimizer.no_bias_decay=true has no effect: optimizer.weight_decay is 0")
-        return make(param_groups(model, cfg.get("weight_decay", 0.0)), lr=lr)
+    no_bias_decay, norm_lr_scale = cfg.get("no_bias_decay", False), cfg.get("norm_lr_scale", 1.0)
+    if no_bias_decay and not cfg.get("weight_decay"):
+        log.warning("optimizer.no_bias_decay=true has no effect: optimizer.weight_decay is 0")
+    if norm_lr_scale != 1:
+        log.info("norm layers: lr %g = lr %g x optimizer.norm_lr_scale %g", lr * norm_lr_scale, lr, norm_lr_scale)
+    if no_bias_decay or norm_lr_scale != 1:
+        groups = param_groups(
+            model, cfg.get("weight_decay", 0.0), no_bias_decay=no_bias_decay, norm_lr_scale=norm_lr_scale, lr=lr
+        )
+        return make(groups, lr=lr)
     return make(model.parameters(), lr=lr)
 
 

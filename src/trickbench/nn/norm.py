@@ -1,33 +1,47 @@
-"""Normalization factory: conf/norm/<name>.yaml -> layers for conv feature maps and for FC features."""
+"""Normalization factory: conf/norm/<name>.yaml -> layers for conv feature maps and for FC features.
+
+Besides name and placement, every norm takes eps and affine_weight; batch norm alone takes momentum, the only one
+that keeps running statistics (instance norm is built without them). The defaults are PyTorch's own."""
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from torch import nn
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_number
 
 PLACEMENTS = ("before_act", "after_act")
+NORMS = ("none", "batch", "layer", "group", "instance")
 
 
-def _group_norm(groups: int) -> Callable[[int], nn.Module]:
-    return lambda c: nn.GroupNorm(math.gcd(groups, c), c)
+def _group_norm(groups: int, eps: float) -> Callable[[int], nn.Module]:
+    return lambda c: nn.GroupNorm(math.gcd(groups, c), c, eps=eps)
 
 
 # name -> (conv layer factory, FC layer factory or None where the norm has no meaning for a feature vector)
-def _factories(name: str, groups: int):
+def _factories(name: str, groups: int, eps: float, momentum: float | None):
+    batch = {"eps": eps, "momentum": momentum}
     return {
         "none": (lambda c: nn.Identity(), lambda c: nn.Identity()),
-        "batch": (nn.BatchNorm2d, nn.BatchNorm1d),
-        "layer": (lambda c: nn.GroupNorm(1, c), nn.LayerNorm),
-        "group": (_group_norm(groups), _group_norm(groups)),
+        "batch": (partial(nn.BatchNorm2d, **batch), partial(nn.BatchNorm1d, **batch)),
+        "layer": (lambda c: nn.GroupNorm(1, c, eps=eps), partial(nn.LayerNorm, eps=eps)),
+        "group": (_group_norm(groups, eps), _group_norm(groups, eps)),
         # affine like the other norms, so that norm=instance differs from norm=batch only in what it averages over
-        "instance": (lambda c: nn.InstanceNorm2d(c, affine=True), None),
+        "instance": (lambda c: nn.InstanceNorm2d(c, eps=eps, affine=True), None),
     }[name]
 
 
-NORMS = ("none", "batch", "layer", "group", "instance")
+def _fixed_weight(factory: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+    """The layer with its weight (gamma) left at 1 and out of training: only the bias shifts (airbench)."""
+
+    def build(c: int) -> nn.Module:
+        layer = factory(c)
+        layer.weight.requires_grad_(False)
+        return layer
+
+    return build
 
 
 @dataclass(frozen=True)
@@ -36,18 +50,39 @@ class NormSpec:
     conv: Callable[[int], nn.Module]
     fc: Callable[[int], nn.Module] | None
     placement: str
+    affine_weight: bool = True  # false: every norm layer's weight is fixed at 1 (a zero-gamma init cannot apply)
 
     @property
     def enabled(self) -> bool:
         return self.name != "none"
 
 
+def _checked(cfg, name: str) -> tuple[float, float | None, bool]:
+    """eps, momentum and affine_weight of cfg, or the ConfigError naming the bad one."""
+    eps = cfg.get("eps", 1e-5)
+    if not (is_number(eps) and eps > 0):
+        raise ConfigError("norm.eps", eps, "a number > 0 (added to the variance before the square root)")
+    momentum = cfg.get("momentum", 0.1)
+    if name != "batch" and "momentum" in cfg:
+        raise ConfigError("norm.momentum", momentum, f"only norm=batch keeps running statistics; norm={name} has none")
+    if momentum is not None and not (is_number(momentum) and 0 < momentum <= 1):
+        allowed = "a number in (0, 1] (running = (1 - momentum) x running + momentum x batch), or null (plain average)"
+        raise ConfigError("norm.momentum", momentum, allowed)
+    affine_weight = cfg.get("affine_weight", True)
+    if not isinstance(affine_weight, bool):
+        raise ConfigError("norm.affine_weight", affine_weight, "true (gamma trained) or false (gamma fixed at 1)")
+    return eps, momentum, affine_weight
+
+
 def make_norm_spec(cfg) -> NormSpec:
-    """cfg: {name, placement, groups?}."""
+    """cfg: {name, placement, groups?, eps?, momentum? (batch only), affine_weight?}."""
     name, placement = cfg["name"], cfg.get("placement", "before_act")
     if name not in NORMS:
         raise ConfigError("norm.name", name, f"one of {list(NORMS)}")
     if placement not in PLACEMENTS:
         raise ConfigError("norm.placement", placement, f"one of {list(PLACEMENTS)}")
-    conv, fc = _factories(name, int(cfg.get("groups", 8)))
-    return NormSpec(name, conv, fc, placement)
+    eps, momentum, affine_weight = _checked(cfg, name)
+    conv, fc = _factories(name, int(cfg.get("groups", 8)), eps, momentum)
+    if not affine_weight and name != "none":
+        conv, fc = _fixed_weight(conv), fc and _fixed_weight(fc)
+    return NormSpec(name, conv, fc, placement, affine_weight)
