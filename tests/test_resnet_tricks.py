@@ -231,6 +231,12 @@ def test_zero_gamma_without_norm_raises():
     assert str(e.value).startswith("model.zero_init_residual=True: norm=none has no gamma")
 
 
+def test_zero_gamma_with_a_fixed_gamma_raises():
+    with pytest.raises(ConfigError) as e:
+        composed(["model=resnet20", "trick=zero_gamma", "norm=batch", "norm.affine_weight=false"])
+    assert str(e.value) == "model.zero_init_residual=True: norm.affine_weight=false fixes gamma at 1; allowed: false"
+
+
 @pytest.mark.parametrize("trick,key", [("resnet_d", "variant='d'"), ("zero_gamma", "zero_init_residual=True")])
 @pytest.mark.parametrize("model", ["cnn", "vgg16"])
 def test_resnet_tricks_on_other_models_raise(model, trick, key):

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from trickbench.data import DATASETS, NORMALIZE_MODES
 from trickbench.errors import ConfigError, is_int, is_number
-from trickbench.speed import MATMUL_PRECISIONS
 from trickbench.optim import check_optimizer, check_scheduler
+from trickbench.speed import MATMUL_PRECISIONS
 
 _MISSING = object()
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 from torchvision import datasets as tvd

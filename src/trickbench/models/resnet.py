@@ -65,8 +65,14 @@ def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual
         )
     if not isinstance(zero_init_residual, bool):
         raise ConfigError("model.zero_init_residual", zero_init_residual, "true or false")
-    if zero_init_residual and not (kit.norm.enabled and skip):
-        missing = "norm=none has no gamma to zero" if skip else "model.skip=false has no residual blocks"
+    if zero_init_residual and not (kit.norm.enabled and kit.norm.affine_weight and skip):
+        missing = "model.skip=false has no residual blocks"
+        if skip:
+            missing = (
+                "norm=none has no gamma to zero"
+                if not kit.norm.enabled
+                else "norm.affine_weight=false fixes gamma at 1"
+            )
         raise ConfigError("model.zero_init_residual", True, f"{missing}; allowed: false")
     return stem or ("deep" if variant == "c" else "cifar")
 
