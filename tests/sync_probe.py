@@ -27,6 +27,13 @@ def _from_host_side_code() -> bool:
     return False
 
 
+def _host_to_device(func, args, kwargs) -> bool:
+    """torch.tensor/as_tensor of Python data onto a device: a blocking copy from pageable host memory on a GPU."""
+    if getattr(func, "__name__", "") not in ("tensor", "as_tensor") or (kwargs or {}).get("device") is None:
+        return False
+    return not (args and isinstance(args[0], torch.Tensor))
+
+
 def _mask_index(func, args) -> bool:
     if getattr(func, "__name__", "") not in ("__getitem__", "__setitem__"):
         return False
@@ -49,6 +56,12 @@ class SyncProbe(TorchFunctionMode, L.Callback):
         self.step: int | None = None
         SyncProbe.last = self
 
+    def setup(self, trainer, pl_module, stage):
+        # first among the callbacks, so a batch's calls are not counted as the previous one's (+callbacks.probe puts
+        # it last; moved while Lightning iterates the list, which is safe from the last place)
+        trainer.callbacks.remove(self)
+        trainer.callbacks.insert(0, self)
+
     def on_fit_start(self, trainer, pl_module):
         self.__enter__()
 
@@ -58,7 +71,8 @@ class SyncProbe(TorchFunctionMode, L.Callback):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if self.step is not None and (name in SYNCING or _mask_index(func, args)) and not _from_host_side_code():
+        syncing = name in SYNCING or _mask_index(func, args) or _host_to_device(func, args, kwargs)
+        if self.step is not None and syncing and not _from_host_side_code():
             self.calls.setdefault(self.step, []).append(name)
         return func(*args, **(kwargs or {}))
 

@@ -108,8 +108,8 @@ def test_bad_on_device_value_is_one_line(fmnist_mirror, tmp_path):
 # ---- no host sync between logging intervals -------------------------------------------------------------------
 def test_training_reads_from_the_device_only_at_logging_steps(fmnist_mirror, tmp_path):
     """A user's run (default callbacks, progress bar, loggers, validation, augmentation, BN, dropout): every call
-    that would wait for a GPU happens in the first batch or a logging batch (log_every_n_steps=4: steps 3, 7, 11...)
-    and nowhere else.
+    that would wait for a GPU happens in the first batch, a logging batch (log_every_n_steps=4: steps 3, 7, 11...)
+    or an epoch's last batch (10 a epoch: steps 9, 19), and nowhere else.
     Two epochs: in the second the progress bar has metrics to show."""
     overrides = tiny_run_overrides(fmnist_mirror, root=tmp_path / "data")
     overrides = [o for o in overrides if not o.startswith(("trainer.limit_train", "trainer.enable_progress"))]
@@ -126,7 +126,7 @@ def test_training_reads_from_the_device_only_at_logging_steps(fmnist_mirror, tmp
     results = run(compose_cfg(overrides, tmp_path / "run"))
     assert results["status"] == "ok"
     probe = SyncProbe.last
-    assert sorted(probe.calls) == [0, 3, 7, 11, 15, 19], probe.calls  # the checks run there, and only there
+    assert sorted(probe.calls) == [0, 3, 7, 9, 11, 15, 19], probe.calls  # the checks run there, and only there
 
 
 # ---- speed switches -------------------------------------------------------------------------------------------

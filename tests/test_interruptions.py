@@ -149,6 +149,7 @@ class _Strategy:
 class _Trainer:
     def __init__(self, step: int, other_rank_bad: bool):
         self.global_step, self.current_epoch, self.log_every_n_steps = step, 0, 10
+        self.num_training_batches = 100
         self.strategy = _Strategy(other_rank_bad)
 
 

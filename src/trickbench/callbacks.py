@@ -27,17 +27,13 @@ def synchronize(device: torch.device) -> None:
 
 class DivergenceGuard(L.Callback):
     """Stops the run when the training loss is NaN/inf. Written by hand: EarlyStopping(check_finite) looks only
-    at a monitored metric at epoch end and names no step. Checked every log_every_n_steps (a host sync then, not
-    every step); under DDP the ranks agree before raising, so all stop together."""
+    at a monitored metric at epoch end and names no step. Checked in the first batch, every log_every_n_steps and
+    in each epoch's last batch (a host sync then, not every step); under DDP the ranks agree before raising, so
+    all stop together."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
-        if not checked_batch(trainer, stepped=True):
-            return
-        self._check(trainer, pl_module, outputs["loss"] if isinstance(outputs, dict) else outputs)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule):
-        # the epoch's mean loss, already synced across ranks by self.log: catches runs shorter than the interval
-        self._check(trainer, pl_module, trainer.callback_metrics.get("train/loss"))
+        if checked_batch(trainer, stepped=True) or batch_idx + 1 >= trainer.num_training_batches:
+            self._check(trainer, pl_module, outputs["loss"] if isinstance(outputs, dict) else outputs)
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
         bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())

@@ -14,7 +14,7 @@ from torchvision import datasets as tvd
 
 from trickbench.data.augment import BatchTransform, channel_eigen, channel_stats, check_augment
 from trickbench.data.cache import load_or_build, sha256_of
-from trickbench.data.loader import EpochOrder, Split, TensorLoader, mixed_seed, resident_device
+from trickbench.data.loader import EpochOrder, Split, TensorLoader, mixed_seed, resident_device, seed_step
 from trickbench.data.sources import Decoded, load_idx, load_imagefolder, load_official
 from trickbench.errors import ConfigError, TrickbenchError, first_line
 
@@ -265,7 +265,7 @@ class ImageDataModule(L.LightningDataModule):
         x, y = batch
         training = self.trainer is not None and self.trainer.training
         if training:  # augmentation and dropout draw from (seed, step): a resumed run replays them
-            torch.manual_seed(mixed_seed(self.seed, self.trainer.global_step, self.trainer.global_rank))
+            seed_step(mixed_seed(self.seed, self.trainer.global_step, self.trainer.global_rank), x.device)
         x = self.transform(x, train=training)
         if training and self.transform.mix is not None:  # y stays: train accuracy counts the original labels
             x, soft_targets = self.transform.mix(x, y)

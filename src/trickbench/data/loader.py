@@ -16,6 +16,14 @@ def mixed_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
+def seed_step(seed: int, device: torch.device) -> None:
+    """Seeds the generators a training step draws from: the host's (kornia's colour jitter, mixup's weight) and the
+    batch's device's (batch ops, dropout). torch.manual_seed seeds every backend torch knows, ~0.2 ms a step."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 @dataclass(frozen=True)
 class Split:
     x: torch.Tensor  # uint8 N,C,H,W
