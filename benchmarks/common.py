@@ -12,11 +12,8 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
+from trickbench.config import compose_run_config as compose_cfg
 from trickbench.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,20 +47,6 @@ def run_overrides(args, dataset: str) -> list[str]:
     if args.limit_batches:
         out += [f"trainer.limit_{s}_batches={args.limit_batches}" for s in ("train", "val", "test")]
     return out + list(args.set)
-
-
-def compose_cfg(overrides: list[str], out_dir: Path | None = None) -> DictConfig:
-    """conf/train.yaml with overrides, as train.py would see it, writing into out_dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # train.run reads the command's overrides from Hydra's record
-    with open_dict(cfg):
-        del cfg.hydra
-        if out_dir is not None:
-            cfg.paths.output_dir = str(out_dir)
-            cfg.paths.log_dir = str(out_dir / "logs")
-    return cfg
 
 
 def trickbench_run(overrides: list[str], device: str) -> dict:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torchvision.io import encode_png
+
+from trickbench.config import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -25,16 +24,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def compose_cfg(overrides: list[str], out_dir: Path | None = None) -> DictConfig:
     """conf/train.yaml with overrides, as train.py would see it; paths under out_dir when given."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-        if out_dir is not None:
-            cfg.paths.output_dir = str(out_dir)
-            cfg.paths.log_dir = str(out_dir / "logs")
-    return cfg
+    return compose_run_config(overrides, out_dir)
 
 
 # ---- tiny mirrors -------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@ with key=value and what is allowed."""
 
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trickbench.data import DATASETS, NORMALIZE_MODES
 from trickbench.errors import ConfigError, is_int, is_number
@@ -14,6 +16,23 @@ from trickbench.optim import check_optimizer, check_scheduler
 from trickbench.speed import MATMUL_PRECISIONS
 
 _MISSING = object()
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_run_config(overrides: list[str], out_dir: Path | None = None) -> DictConfig:
+    """conf/train.yaml with overrides, as `python train.py` sees it, for runs started from Python (tests,
+    benchmarks, notebooks): Hydra's record of the command is set, so a run finds its overrides there; run folders
+    go under out_dir when given."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+        if out_dir is not None:
+            cfg.paths.output_dir = str(out_dir)
+            cfg.paths.log_dir = str(out_dir / "logs")
+    return cfg
 
 
 def _is_file(v) -> bool:
