@@ -6,8 +6,8 @@
 #     SMOKE=1 bash benchmarks/gpu.sh all          # the same steps on this CPU, a few batches each (~4 min)
 # then on the GPU machine (device tool: carry [".whl", ".bench"]), two commands, each well under 10 minutes:
 #     bash benchmarks/gpu.sh overhead    # timeout_s 400: two steps capped at 160 s and 180 s
-#     bash benchmarks/gpu.sh speedrun    # timeout_s 330: one step capped at 270 s
-# (caps sized from guesses, not yet timed on a GPU: 12 minutes at worst, leaving the 15-minute budget's rest for
+#     bash benchmarks/gpu.sh speedrun    # timeout_s 360: the speedrun capped at 270 s, the sync check at 60 s
+# (caps sized from guesses, not yet timed on a GPU: 12.5 minutes at worst, leaving the 15-minute budget's rest for
 # the machine's start; a step that hits its cap still leaves its per-pair/per-seed lines in its log), then give
 # the machine back. $OUT gets each step's output (*.log), its numbers (*.json), steps.txt (exit codes and
 # seconds) and summary.md (date, command and table rows to paste). The CPU-scale check (overhead.py --setting
@@ -26,12 +26,14 @@ if [ "${SMOKE:-0}" = 1 ]; then # plumbing check on a CPU: the venv, a few batche
     OVERHEAD_ARGS=(--warmup 0 --repeats 1 "${SMALL[@]}")
     SPEEDRUN_ARGS=(--warmup 0 --seeds 1 "${SMALL[@]}" --set compile=false --set trainer.precision=null
         --set trainer.max_epochs=4)
+    SYNC_ARGS=(--subset 600 --batches 12 --set data.batch_size=16 --data-root /tmp/trickbench-smoke-data)
 else
     # the image has torch and Lightning, not Hydra or airbench (../shared/gpu/README.md); PYTHONPATH, not pip -e
     PY=python3
     DEVICE=cuda
     OVERHEAD_ARGS=(--warmup 1 --repeats 3)
     SPEEDRUN_ARGS=(--warmup 1 --seeds 5)
+    SYNC_ARGS=()
     if [ ! -d .site/airbench ]; then
         $PY -m pip install -q --no-index --no-deps --target .site .whl/*.whl || exit 1
     fi
@@ -64,5 +66,7 @@ if [ "$part" = overhead ] || [ "$part" = all ]; then
 fi
 if [ "$part" = speedrun ] || [ "$part" = all ]; then
     step speedrun 270 benchmarks/speedrun.py --device $DEVICE "${SPEEDRUN_ARGS[@]}" --json "$OUT/speedrun.json"
+    # README's "no host sync per step", counted by CUDA's sync debug mode on a user's ResNet-18 run
+    step sync_check 60 benchmarks/sync_check.py --device $DEVICE "${SYNC_ARGS[@]}"
 fi
 cat "$OUT/summary.md"

@@ -17,6 +17,7 @@ from trickbench.data.sources import load_imagefolder
 sys.path.insert(0, str(ROOT / "benchmarks"))  # what running a script there puts first on the path
 import overhead  # noqa: E402
 import speedrun  # noqa: E402
+import sync_check  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,3 +88,16 @@ def test_speedrun_smoke_and_airbench_export(cifar_tarball, tmp_path, capsys):
         assert torch.equal(saved["images"], images.permute(0, 2, 3, 1))
         assert torch.equal(saved["labels"], labels) and saved["labels"].dtype == torch.int64
         assert saved["classes"] == CIFAR_CLASSES
+
+
+def test_sync_check_smoke(cifar_tarball, tmp_path, capsys):
+    """On a CPU nothing is counted (set_sync_debug_mode watches CUDA calls), but the watched run and the verdict
+    row run as on a GPU: the checked batches are the first, Lightning's logging batches and each epoch's last."""
+    code = sync_check.main(
+        ["--device", "cpu", "--source", str(cifar_tarball), "--data-root", str(tmp_path), "--subset", "160"]
+        + ["--batches", "12", "--set", "data.batch_size=8", "--set", "model.width=4", "--set", "data.eval_batch_size=32"]
+    )
+    cells = row_cells(capsys.readouterr().out, "resnet18_bf16")
+    assert code == 0 and cells[2] == "24"
+    assert cells[3] == "5"  # steps 0, 9 (logging), 11 (epoch end), 19 (logging), 23 (epoch end)
+    assert cells[4:] == ["0", "0", "CPU: no CUDA calls to watch"]
