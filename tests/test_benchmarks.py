@@ -95,7 +95,8 @@ def test_sync_check_smoke(cifar_tarball, tmp_path, capsys):
     row run as on a GPU: the checked batches are the first, Lightning's logging batches and each epoch's last."""
     code = sync_check.main(
         ["--device", "cpu", "--source", str(cifar_tarball), "--data-root", str(tmp_path), "--subset", "160"]
-        + ["--batches", "12", "--set", "data.batch_size=8", "--set", "model.width=4", "--set", "data.eval_batch_size=32"]
+        + ["--batches", "12", "--set", "data.batch_size=8", "--set", "model.width=4"]
+        + ["--set", "data.eval_batch_size=32"]
     )
     cells = row_cells(capsys.readouterr().out, "resnet18_bf16")
     assert code == 0 and cells[2] == "24"
