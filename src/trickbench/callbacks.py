@@ -1,5 +1,6 @@
 """Lightning callbacks of conf/callbacks that Lightning does not ship. None of them waits for the device at
-every step: their checks read values back every trainer.log_every_n_steps or at epoch ends."""
+every step: their checks read values back only in the batches checked_batch names (the run's first, then every
+trainer.log_every_n_steps), in an epoch's last batch, or at epoch boundaries."""
 
 import time
 from pathlib import Path
