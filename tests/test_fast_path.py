@@ -182,7 +182,10 @@ def test_channels_last_and_compiled_run_record_what_they_used(fmnist_mirror, tmp
 
 
 def test_channels_last_module_gets_channels_last_weights_and_inputs(fmnist_mirror, tmp_path):
+    from omegaconf import OmegaConf
+
     from trickbench.models import build_model
+    from trickbench.module import TrickModule
 
     cfg = compose_cfg(["model.channels_last=true"])
     net = speed.prepare_model(
@@ -190,3 +193,12 @@ def test_channels_last_module_gets_channels_last_weights_and_inputs(fmnist_mirro
     )
     conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    # the module hands the net its batches in channels_last too (3 channels: 1 would be contiguous either way)
+    seen = []
+    net = speed.prepare_model(
+        build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, (3, 28, 28), 10), speed.resolve(cfg)
+    )
+    net.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), 10)
+    module._step((torch.rand(4, 3, 28, 28), torch.arange(4)), "train")
+    assert seen == [True]

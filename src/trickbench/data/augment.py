@@ -11,7 +11,6 @@ from torchvision.transforms import v2
 
 from trickbench.data import batch_ops
 from trickbench.data.batch_ops import TTA_MODES
-from trickbench.data.batch_ops import tta_logits as tta_logits  # for the LightningModule's eval steps
 from trickbench.errors import ConfigError, is_int, is_number
 
 log = logging.getLogger(__name__)
@@ -151,15 +150,13 @@ class BatchTransform(nn.Module):
         channels: int = 3,
         num_classes: int = 10,
         lighting=None,
-        channels_last: bool = False,
     ):
         super().__init__()
         if normalize not in NORMALIZE_MODES:
             raise ConfigError("data.normalize", normalize, f"one of {list(NORMALIZE_MODES)}")
-        self.normalize, self.channels_last = normalize, channels_last
+        self.normalize = normalize
         self.augment = build_augmentation(augment_cfg or {}, image_size, channels, lighting)
         self.mix = build_mixing(augment_cfg or {}, num_classes)  # the datamodule applies it to training batches
-        self.tta = (augment_cfg or {}).get("tta") or "none"  # for the eval steps: tta_logits(net, x, self.tta)
         for name, stat in (("mean", mean), ("std", std)):
             stat = None if stat is None else torch.as_tensor(stat, dtype=torch.float32).view(1, -1, 1, 1)
             self.register_buffer(name, stat, persistent=False)
@@ -172,10 +169,10 @@ class BatchTransform(nn.Module):
         if train and self.augment is not None:
             x = self.augment(x)
         if self.normalize == "minus_one_one":
-            x = x.mul_(2).sub_(1)
-        elif self.normalize == "standardize":
-            x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+            return x.mul_(2).sub_(1)
+        if self.normalize == "standardize":
+            return (x - self.mean) / self.std
+        return x
 
 
 @torch.no_grad()
