@@ -142,14 +142,18 @@ def test_cpu_defaults_and_refused_switches(caplog):
         "deterministic": False,
         "compile": None,
         "channels_last": False,
+        "sync_batchnorm": False,
     }
     with caplog.at_level(logging.WARNING):
-        s = settings("trainer.accelerator=cpu", "trainer.benchmark=true", "matmul_precision=high")
-    assert (s["benchmark"], s["matmul_precision"]) == (False, "highest")
+        s = settings(
+            "trainer.accelerator=cpu", "trainer.benchmark=true", "matmul_precision=high", "+trainer.sync_batchnorm=true"
+        )
+    assert (s["benchmark"], s["matmul_precision"], s["sync_batchnorm"]) == (False, "highest", False)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert len(warnings) == 3 and all("\n" not in w for w in warnings)
     assert warnings[0].startswith("trainer.benchmark=True ignored: cuDNN autotuning needs a CUDA GPU")
     assert warnings[1].startswith("matmul_precision=high ignored")
+    assert warnings[2].startswith("trainer.sync_batchnorm=True ignored: torch's SyncBatchNorm runs on CUDA GPUs only")
     assert settings("compile=true", "model.channels_last=true")["compile"] == "inductor"
 
 
@@ -159,7 +163,7 @@ def test_gpu_defaults(monkeypatch, caplog, bf16):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     s = settings()
     assert s["precision"] == ("bf16-mixed" if bf16 else "32-true")
-    assert (s["benchmark"], s["matmul_precision"]) == (True, "high")
+    assert (s["benchmark"], s["matmul_precision"], s["sync_batchnorm"]) == (True, "high", True)
     assert settings("trainer.deterministic=true")["benchmark"] is False  # determinism is the explicit choice
     with caplog.at_level(logging.WARNING):
         assert settings("trainer.precision=bf16-mixed")["precision"] == ("bf16-mixed" if bf16 else "32-true")

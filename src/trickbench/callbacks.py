@@ -86,7 +86,9 @@ class GradientNorms(L.Callback):
         norms = torch.stack(torch._foreach_norm([p.grad.detach() for _, p in weights])).float()  # one fused kernel
         pl_module.log_dict({f"grad_norm/{n}": v for (n, _), v in zip(weights, norms, strict=True)}, on_step=True)
         first, last = norms[0], norms[-1]
-        pl_module.log_dict({"train/grad_norm_first": first, "train/grad_norm_last": last}, on_step=False, on_epoch=True)
+        # sync_dist at the epoch's end only: DDP's averaged gradients make the norms equal on every rank anyway
+        epoch_norms = {"train/grad_norm_first": first, "train/grad_norm_last": last}
+        pl_module.log_dict(epoch_norms, on_step=False, on_epoch=True, sync_dist=True)
         if not self.warned and bool(first < self.ratio * last):  # one host sync per logging interval
             self.warned = True
             rank_zero_warn(

@@ -64,6 +64,7 @@ RULES = [
     ("data.on_device", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
     ("model.channels_last", lambda v: isinstance(v, bool), "true or false"),
     ("trainer.benchmark", lambda v: v is None or isinstance(v, bool), "null (auto), true or false"),
+    ("trainer.sync_batchnorm", lambda v: v is None or isinstance(v, bool), "null (auto), true or false"),
     ("matmul_precision", lambda v: v is None or v in MATMUL_PRECISIONS, f"null or one of {list(MATMUL_PRECISIONS)}"),
     ("compile", lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""), "false, true or a backend name"),
     ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),

@@ -72,14 +72,13 @@ class TrickModule(L.LightningModule):
         return loss
 
     def _log_epoch(self, stage: str) -> None:
-        """The epoch's mean loss and accuracy (over every rank: compute() syncs them), then a fresh start."""
+        """The epoch's mean loss and accuracy. Logged as metric objects: Lightning computes them at the epoch's end
+        (summing the counts of every DDP rank) and resets them."""
         acc, mean_loss = self.acc[f"{stage}_acc"], self.mean_loss[f"{stage}_loss"]
         if not mean_loss.update_called:  # e.g. an epoch resumed after its last batch
             return
-        self.log(f"{stage}/loss", mean_loss.compute())
-        self.log(f"{stage}/acc", acc.compute(), prog_bar=True)
-        acc.reset()
-        mean_loss.reset()
+        self.log(f"{stage}/loss", mean_loss)
+        self.log(f"{stage}/acc", acc, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -87,7 +86,8 @@ class TrickModule(L.LightningModule):
     def on_train_epoch_end(self):
         self._log_epoch("train")
         # per-step lr curves come from LearningRateMonitor; this is the epoch's value for metrics.csv
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        # sync_dist: the same value on every rank, but Lightning warns about any unsynced epoch-level value under DDP
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -28,9 +28,9 @@ def _refuse(key: str, value, why: str, instead):
 
 
 def resolve(cfg: DictConfig) -> dict:
-    """The speed settings this run uses: trainer.precision, trainer.benchmark, matmul_precision, compile and
-    model.channels_last, with null meaning the device's best (bf16-mixed, autotuning and TF32 on a GPU; fp32 on
-    a CPU)."""
+    """The speed settings this run uses: trainer.precision, trainer.benchmark, matmul_precision, compile,
+    model.channels_last and trainer.sync_batchnorm, with null meaning the device's best (bf16-mixed, autotuning,
+    TF32 and synced BatchNorm statistics on a GPU; fp32 and per-rank statistics on a CPU)."""
     gpu = on_gpu(cfg.trainer)
     bf16 = gpu and torch.cuda.is_bf16_supported()
     deterministic = cfg.trainer.get("deterministic") in (True, "warn")
@@ -55,6 +55,12 @@ def resolve(cfg: DictConfig) -> dict:
     elif matmul != "highest" and not gpu:
         matmul = _refuse("matmul_precision", matmul, "TF32 and reduced float32 matmuls need a CUDA GPU", "highest")
 
+    sync_bn = cfg.trainer.get("sync_batchnorm")
+    if sync_bn is None:
+        sync_bn = gpu
+    elif sync_bn and not gpu:
+        sync_bn = _refuse("trainer.sync_batchnorm", True, "torch's SyncBatchNorm runs on CUDA GPUs only", False)
+
     backend = cfg.get("compile") or None
     return {
         "precision": str(precision),
@@ -63,6 +69,7 @@ def resolve(cfg: DictConfig) -> dict:
         "deterministic": deterministic,
         "compile": "inductor" if backend is True else backend,
         "channels_last": bool(cfg.model.get("channels_last", False)),
+        "sync_batchnorm": bool(sync_bn),
     }
 
 

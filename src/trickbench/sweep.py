@@ -3,12 +3,14 @@ whether its folder already holds a finished result (resume=<folder>), and a clea
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, is_int
 
@@ -25,8 +27,22 @@ def _hydra_subdir(resume) -> str:
     return ".hydra" if resume in (None, "") else f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
-# conf/hydra/default.yaml: run.dir / sweep.dir = ${trickbench.resume_or:${resume},<timestamped folder>}
-for _name, _fn in (("trickbench.resume_or", _resume_or), ("trickbench.hydra_subdir", _hydra_subdir)):
+def is_rank_zero() -> bool:
+    """Whether this process is DDP's global rank 0 (or no DDP process at all), from the launchers' variables."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _rank_zero_file(path: str) -> str:
+    """Hydra's job log: DDP's other ranks log to the console only (each would write a <job>_ddp_process_N.log)."""
+    return path if is_rank_zero() else os.devnull
+
+
+# conf/hydra/default.yaml: run.dir / sweep.dir = ${trickbench.resume_or:${resume},<timestamped folder>}, ...
+for _name, _fn in (
+    ("trickbench.resume_or", _resume_or),
+    ("trickbench.hydra_subdir", _hydra_subdir),
+    ("trickbench.rank_zero_file", _rank_zero_file),
+):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -44,18 +60,78 @@ def what_it_trains(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.lstrip("+~").startswith(PLACEMENT_KEYS))
 
 
+def launcher_target() -> str:
+    return str(HydraConfig.get().launcher.get("_target_", "")) if HydraConfig.initialized() else ""
+
+
 def parallel_jobs() -> int:
     """How many jobs of this sweep run at once on this machine (1 outside a parallel launcher)."""
     if not HydraConfig.initialized():
         return 1
     hc = HydraConfig.get()
-    target = str(hc.launcher.get("_target_", ""))
+    target = launcher_target()
+    if "GPULauncher" in target:
+        return int(os.environ.get("TRICKBENCH_PARALLEL_JOBS", 1))  # set by the launcher's worker
     if "joblib" in target:
         n = int(hc.launcher.get("n_jobs") or 1)
         return n if n > 0 else max(os.cpu_count() + 1 + n, 1)  # joblib: -1 = all cores, -2 = all but one
     if "LocalLauncher" in target:  # submitit_local: the sweeper's batch runs at once
         return int(hc.sweeper.get("max_batch_size") or 1)
     return 1
+
+
+def processes(trainer) -> int:
+    """How many processes a run with this trainer config starts: Lightning's devices x num_nodes."""
+    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes") or 1)
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return len(devices) * nodes
+    if str(devices) in ("auto", "-1"):
+        if trainer.get("accelerator") == "cpu":
+            return nodes
+        import torch  # here: composing a config should not wait for torch
+
+        return max(torch.cuda.device_count(), 1) * nodes
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()]) * nodes
+    return (int(devices) if is_int(devices) or str(devices).isdigit() else 1) * nodes
+
+
+def check_sweep_placement(cfg, launcher_target: str) -> None:
+    """DDP inside a sweep runs only under SLURM, which starts every rank itself: elsewhere Lightning starts the
+    other ranks by re-running the command line, -m and all, and the sweep would run once per rank."""
+    n = processes(cfg.trainer)
+    if n > 1 and "SlurmLauncher" not in launcher_target:
+        nodes = int(cfg.trainer.get("num_nodes") or 1)
+        where = "each job of hydra/launcher=gpus" if "GPULauncher" in launcher_target else "a local sweep (-m)"
+        raise ConfigError(
+            "trainer.devices" if nodes == 1 else "trainer.num_nodes",
+            cfg.trainer.devices if nodes == 1 else nodes,
+            f"one process per job in {where}, this one would start {n}; sweep one-GPU jobs across the GPUs "
+            "with hydra/launcher=gpus, or DDP jobs with hydra/launcher=slurm",
+        )
+
+
+class SweepPlacementCheck(Callback):
+    """Hydra callback: refuses a sweep whose jobs would start DDP ranks locally, before any job starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            check_sweep_placement(config, str(config.hydra.launcher.get("_target_", "")))
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+
+def gpu_slot() -> dict | None:
+    """Where hydra/launcher=gpus ran this job: the GPU's index on the machine, the slot, and how many slots."""
+    if "TRICKBENCH_GPU" not in os.environ:
+        return None
+    env = os.environ
+    return {
+        "gpu": env["TRICKBENCH_GPU"],
+        "slot": int(env["TRICKBENCH_SLOT"]),
+        "of": int(env["TRICKBENCH_PARALLEL_JOBS"]),
+    }
 
 
 def reset_torch_state(threads: int) -> None:

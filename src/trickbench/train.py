@@ -42,6 +42,8 @@ def run(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns what it writes to <output_dir>/results.json."""
     started = time.time()
     validate(cfg)
+    if sweep.is_multirun():  # a job's own overrides may ask for DDP too
+        sweep.check_sweep_placement(cfg, sweep.launcher_target())
     out_dir = Path(cfg.paths.output_dir)
     done = sweep.finished(out_dir, _overrides(cfg))
     if done is not None:
@@ -64,6 +66,7 @@ def run(cfg: DictConfig) -> dict:
         cfg.trainer,
         precision=settings["precision"],
         benchmark=settings["benchmark"],
+        sync_batchnorm=settings["sync_batchnorm"],
         callbacks=callbacks,
         logger=loggers or False,
         plugins=_plugins(),
@@ -128,6 +131,7 @@ def _results(
         "params": count_params(module.net),
         "dataset": dm.info["dataset"],
         "device": device_name(trainer.strategy.root_device),
+        "gpu_slot": sweep.gpu_slot(),  # hydra/launcher=gpus: the machine's GPU index and the job's slot
         "precision": str(trainer.precision),
         "threads": torch.get_num_threads(),
         "n_jobs": n_jobs,
@@ -218,6 +222,8 @@ def main_task(cfg: DictConfig) -> dict | None:
 
 
 def _record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
+    if not sweep.is_rank_zero():  # DDP: every rank fails alike; one writes
+        return
     try:
         out, overrides = Path(cfg.paths.output_dir), _overrides(cfg)
     except Exception:  # noqa: BLE001  (no output dir to write to)

@@ -248,18 +248,27 @@ class ImageDataModule(L.LightningDataModule):
             self.info["data_device"] = str(device)
         return self._resident[split]
 
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
     def train_dataloader(self):
         split = self._served("train")
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return TensorLoader(split.x, split.y, self.batch_size, EpochOrder(len(split), self.seed, rank, world))
+        return TensorLoader(split.x, split.y, self.batch_size, EpochOrder(len(split), self.seed, *self._rank()))
+
+    def _eval_loader(self, split: Split) -> TensorLoader:
+        """Under DDP each rank evaluates its own contiguous share, sizes differing by at most one image; the metric
+        objects sum the counts over ranks, so every image counts once (DistributedSampler would pad with repeats)."""
+        rank, world = self._rank()
+        if len(split) < world:
+            raise ConfigError("data.val_size", len(split), f"at least one image per DDP rank ({world} ranks)")
+        start, stop = rank * len(split) // world, (rank + 1) * len(split) // world
+        return TensorLoader(split.x[start:stop], split.y[start:stop], self.eval_batch_size)
 
     def val_dataloader(self):
-        split = self._served("val")
-        return TensorLoader(split.x, split.y, self.eval_batch_size)
+        return self._eval_loader(self._served("val"))
 
     def test_dataloader(self):
-        split = self._served("test")
-        return TensorLoader(split.x, split.y, self.eval_batch_size)
+        return self._eval_loader(self._served("test"))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
