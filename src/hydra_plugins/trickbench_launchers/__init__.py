@@ -1,0 +1,1 @@
+"""trickbench's Hydra launchers (conf/hydra/launcher/gpus.yaml)."""
