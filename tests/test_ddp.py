@@ -108,6 +108,7 @@ def test_only_rank_zero_writes_the_run_outputs(ddp_run):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok" and results["epochs"] == 2
     assert results["speed"]["sync_batchnorm"] is False  # per-rank statistics on a CPU
+    assert results["threads"] == max((os.cpu_count() or 1) // 2, 1)  # the two ranks share the cores
     assert "sync_dist" not in proc.stderr  # no "use sync_dist" warnings for epoch-level logs
 
 

@@ -96,6 +96,14 @@ def processes(trainer) -> int:
     return (int(devices) if is_int(devices) or str(devices).isdigit() else 1) * nodes
 
 
+def cpu_ranks(trainer) -> int:
+    """DDP ranks that share this machine's cores (1 when the ranks run on GPUs): each gets its share of threads."""
+    import torch
+
+    on_cpu = trainer.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    return processes(trainer) // int(trainer.get("num_nodes") or 1) if on_cpu else 1
+
+
 def check_sweep_placement(cfg, launcher_target: str) -> None:
     """DDP inside a sweep runs only under SLURM, which starts every rank itself: elsewhere Lightning starts the
     other ranks by re-running the command line, -m and all, and the sweep would run once per rank."""

@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("skipped: %s already says status ok", out_dir / "results.json")
         return done
     n_jobs = sweep.parallel_jobs()
-    sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs))
+    sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs * sweep.cpu_ranks(cfg.trainer)))
     settings = speed.resolve(cfg)
     speed.apply_backend_flags(settings)
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
