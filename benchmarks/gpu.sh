@@ -7,6 +7,7 @@
 # then on the GPU machine (device tool: carry [".whl", ".bench"]), two commands, each well under 10 minutes:
 #     bash benchmarks/gpu.sh overhead    # timeout_s 400: two steps capped at 160 s and 180 s
 #     bash benchmarks/gpu.sh speedrun    # timeout_s 360: the speedrun capped at 270 s, the sync check at 60 s
+#     bash benchmarks/gpu.sh packing     # optional third (timeout_s 260): jobs_per_gpu packing, if time is left
 # (caps sized from guesses, not yet timed on a GPU: 12.5 minutes at worst, leaving the 15-minute budget's rest for
 # the machine's start; a step that hits its cap still leaves its per-pair/per-seed lines in its log), then give
 # the machine back. $OUT gets each step's output (*.log), its numbers (*.json), steps.txt (exit codes and
@@ -68,5 +69,10 @@ if [ "$part" = speedrun ] || [ "$part" = all ]; then
     step speedrun 270 benchmarks/speedrun.py --device $DEVICE "${SPEEDRUN_ARGS[@]}" --json "$OUT/speedrun.json"
     # README's "no host sync per step", counted by CUDA's sync debug mode on a user's ResNet-18 run
     step sync_check 60 benchmarks/sync_check.py --device $DEVICE "${SYNC_ARGS[@]}"
+fi
+if [ "$part" = packing ]; then # not in "all": a third command, when the budget has room (needs .bench/fashion-mnist)
+    # 8 small jobs on GPU 0 with jobs_per_gpu 1, 2, 4: the sweep's wall time (python train.py -m hydra/launcher=gpus)
+    step packing 240 benchmarks/scaling.py packing --device $DEVICE --jobs 8 --subset 10000 --epochs 2 \
+        --json "$OUT/packing.json"
 fi
 cat "$OUT/summary.md"

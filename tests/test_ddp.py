@@ -130,3 +130,12 @@ def test_a_killed_ddp_run_resumes_from_its_last_checkpoint_to_the_same_weights(d
     assert json.loads((run_dir / "results.json").read_text())["epochs"] == 2
     ours, whole = _weights(run_dir), _weights(tmp / "run")
     assert ours.keys() == whole.keys() and all(torch.equal(ours[k], whole[k]) for k in whole)
+
+
+def test_a_val_split_smaller_than_the_ranks_fails_in_one_line(overrides, tmp_path):
+    proc = _train(*overrides, *DDP, "data.val_size=1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] == [
+        "error: data.val_size=1: at least one val and test image per DDP rank (2 ranks)"
+    ]
+    assert "Traceback" not in proc.stderr and "GLOBAL_RANK" not in proc.stderr  # before DDP starts

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, compose_cfg, tiny_run_overrides
-from hydra_plugins.trickbench_launchers.gpus import slot_devices, take_slot
 
+from hydra_plugins.trickbench_launchers.gpus import slot_devices, take_slot
 from trickbench.errors import ConfigError
 from trickbench.sweep import check_sweep_placement, processes
 

@@ -55,6 +55,7 @@ def run(cfg: DictConfig) -> dict:
     speed.apply_backend_flags(settings)
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
     dm.prepare_data()  # bad data fails here, before the model, the Trainer and their start-up lines
+    dm.check_ranks(sweep.processes(cfg.trainer))
     L.seed_everything(cfg.seed, workers=True)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     _init_from_data(net, dm)
@@ -216,7 +217,8 @@ def main_task(cfg: DictConfig) -> dict | None:
             log.error("job %s: %s", status, e, exc_info=not isinstance(e, TrickbenchError))
             return None
         if isinstance(e, TrickbenchError):
-            print(f"error: {e}", file=sys.stderr)
+            if sweep.is_rank_zero():  # DDP: every rank fails alike; one says so
+                print(f"error: {e}", file=sys.stderr)
             sys.exit(3 if status == "diverged" else 2)
         raise
 

@@ -187,6 +187,13 @@ class ImageDataModule(L.LightningDataModule):
                 "data.val_size", self.val_size, f"must be in [1, {pool - 1}]: less than the train set size {pool}"
             )
 
+    def check_ranks(self, world_size: int) -> None:
+        """Under DDP every rank evaluates a share of val and test: each split needs an image per rank."""
+        n_test = min(self.subset or len(self._data["test_y"]), len(self._data["test_y"]))
+        for key, n in (("data.val_size", self.val_size), ("data.subset", n_test)):
+            if n < world_size:
+                raise ConfigError(key, n, f"at least one val and test image per DDP rank ({world_size} ranks)")
+
     def setup(self, stage: str | None = None) -> None:
         if self.transform is not None:  # Lightning calls setup for fit and again for test
             return
@@ -259,8 +266,6 @@ class ImageDataModule(L.LightningDataModule):
         """Under DDP each rank evaluates its own contiguous share, sizes differing by at most one image; the metric
         objects sum the counts over ranks, so every image counts once (DistributedSampler would pad with repeats)."""
         rank, world = self._rank()
-        if len(split) < world:
-            raise ConfigError("data.val_size", len(split), f"at least one image per DDP rank ({world} ranks)")
         start, stop = rank * len(split) // world, (rank + 1) * len(split) // world
         return TensorLoader(split.x[start:stop], split.y[start:stop], self.eval_batch_size)
 
