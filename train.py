@@ -1,17 +1,22 @@
 """Train one configuration: python train.py [group=option ...] [key=value ...]  (--help lists them)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 import trickbench  # noqa: F401  registers the resolvers conf/ uses
+from trickbench.cli import check_command_line, quiet_libraries
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     from trickbench.train import main_task  # imported here: a config error is reported without loading torch
 
     main_task(cfg)
 
 
 if __name__ == "__main__":
+    check_command_line("train", sys.argv[1:])  # an unknown option or key: one line, before Hydra's many
     main()
