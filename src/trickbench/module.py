@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from trickbench.data import DATASETS
 from trickbench.data.batch_ops import tta_logits
 from trickbench.losses import distillation, load_teacher
 from trickbench.optim import build_optimizer, build_scheduler
@@ -37,6 +38,16 @@ class TrickModule(L.LightningModule):
         self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in stages})
         self.tta = (self.cfg.get("augment") or {}).get("tta")
         self.channels_last = bool((self.cfg.get("model") or {}).get("channels_last"))
+        # one image as the datamodule serves it (uint8; its on_after_batch_transfer normalizes it): the model summary
+        # runs it through the net for each layer's output shape and FLOPs. Not with compile: it would compile the net
+        # for a batch of one before training starts.
+        name = (self.cfg.get("data") or {}).get("name")
+        if name in DATASETS and not self.cfg.get("compile"):
+            self.example_input_array = torch.zeros(1, *DATASETS[name].shape, dtype=torch.uint8)
+        # the training loss summed on the device since the last logging step: logged as its mean there (TensorBoard's
+        # within-epoch curve, train/loss_step), read back only in the batches the loggers write
+        self._interval_loss: torch.Tensor | None = None
+        self._interval_steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -81,7 +92,19 @@ class TrickModule(L.LightningModule):
         self.log(f"{stage}/acc", acc, prog_bar=True)
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        self._log_interval(loss.detach())
+        return loss
+
+    def _log_interval(self, loss: torch.Tensor) -> None:
+        """The mean training loss of each logging interval, logged in the batch whose step logs reach the loggers
+        (Lightning's rule; callbacks.checked_batch's batches include them): one self.log per interval, not per step."""
+        self._interval_loss = loss.clone() if self._interval_steps == 0 else self._interval_loss + loss
+        self._interval_steps += 1
+        n = self.trainer.log_every_n_steps
+        if n > 0 and (self.trainer.global_step + 1) % n == 0:
+            self.log("train/loss_step", self._interval_loss / self._interval_steps, on_step=True, on_epoch=False)
+            self._interval_steps = 0
 
     def on_train_epoch_end(self):
         self._log_epoch("train")

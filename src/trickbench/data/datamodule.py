@@ -276,6 +276,8 @@ class ImageDataModule(L.LightningDataModule):
         return self._eval_loader(self._served("test"))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, torch.Tensor):  # the module's example input (model summary): images as served
+            return self.transform(batch, train=False)
         x, y = batch
         training = self.trainer is not None and self.trainer.training
         if training:  # augmentation and dropout draw from (seed, step): a resumed run replays them
