@@ -17,6 +17,12 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def with_status(status: str, message) -> str:
+    """'status: message', said once when the message already starts with it (Diverged's says "diverged: ...")."""
+    message = str(message)
+    return message if message.startswith(f"{status}:") else f"{status}: {message}"
+
+
 class TrickbenchError(Exception):
     """An error the user can fix (bad value, missing data): train.py prints its one line, no traceback."""
 

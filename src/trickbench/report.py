@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from trickbench.errors import with_status
 from trickbench.loggers import read_metrics_csv
 from trickbench.sweep import what_it_trains
 
@@ -383,7 +384,7 @@ def failures(found: dict) -> list[str]:
     common = set.intersection(*configs) if configs else set()
     lines = [
         f"job {j.folder.name} ({' '.join(o for o in j.config if o not in common) or 'defaults'}, seed {j.seed}): "
-        f"{j.results.get('status')}: {j.results.get('error')}"
+        f"{with_status(j.results.get('status'), j.results.get('error'))}"
         for j in found["jobs"]
         if not j.ok
     ]

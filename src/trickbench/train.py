@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from trickbench import speed, sweep
 from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
+from trickbench.cli import check_resume
 from trickbench.config import validate
-from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line
+from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line, with_status
 from trickbench.models import build_model, count_params
 from trickbench.module import TrickModule
 from trickbench.results import device_name, git_info, versions, write_json
@@ -190,10 +191,8 @@ def _overrides(cfg: DictConfig) -> list[str]:
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """resume=<run dir>: the config stored in its last.ckpt, continued in that folder."""
     run_dir = Path(cfg.resume)
-    ckpt = run_dir / LAST_CKPT
-    if not ckpt.is_file():
-        raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
-    resumed = OmegaConf.create(load_checkpoint(ckpt, key="resume")["hyper_parameters"]["config"])
+    check_resume(run_dir)
+    resumed = OmegaConf.create(load_checkpoint(run_dir / LAST_CKPT, key="resume")["hyper_parameters"]["config"])
     resumed.paths.output_dir = str(run_dir)
     resumed.resume = str(run_dir)
     return resumed
@@ -214,7 +213,7 @@ def main_task(cfg: DictConfig) -> dict | None:
         status = "diverged" if isinstance(e, Diverged) else "failed"
         _record_failure(cfg, e, status)
         if sweep.is_multirun():
-            log.error("job %s: %s", status, e, exc_info=not isinstance(e, TrickbenchError))
+            log.error("job %s", with_status(status, e), exc_info=not isinstance(e, TrickbenchError))
             return None
         if isinstance(e, TrickbenchError):
             if sweep.is_rank_zero():  # DDP: every rank fails alike; one says so
@@ -225,6 +224,8 @@ def main_task(cfg: DictConfig) -> dict | None:
 
 def _record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
     if not sweep.is_rank_zero():  # DDP: every rank fails alike; one writes
+        return
+    if isinstance(error, ConfigError) and error.key == "resume":  # nothing ran in the folder it names
         return
     try:
         out, overrides = Path(cfg.paths.output_dir), _overrides(cfg)
