@@ -57,7 +57,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "dataset": dm.info["dataset"],
         "test": {"acc": metrics["test/acc"], "loss": metrics["test/loss"]},
     }
-    write_json(Path(cfg.paths.output_dir) / "eval.json", result)
+    out = Path(cfg.paths.output_dir) / "eval.json"
+    write_json(out, result)
+    log.info("test acc %.4f | results: %s", result["test"]["acc"], out)
     return result
 
 

@@ -1,6 +1,7 @@
 """Decoded datasets cached as one .pt file each: written atomically under a file lock, so parallel
 sweep jobs on a fresh clone decode once and never read a half-written file."""
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -28,18 +29,29 @@ def sha256_of(path: Path) -> str:
 def load_or_build(cache_file: Path, build: Callable[[], dict]) -> tuple[dict, bool]:
     """(cached dict, True) if cache_file exists, else (build(), False) after saving it there."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_file) + ".lock"):
-        if cache_file.exists():
-            try:
-                return torch.load(cache_file, weights_only=True), True
-            except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-                # damaged outside our atomic writes (a partial copy, a full disk): the source can rebuild it
-                log.warning("cache %s is unreadable (%s); decoding again", cache_file, first_line(e))
-        data = build()
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+    lock = Path(str(cache_file) + ".lock")
+    with FileLock(lock):
         try:
-            torch.save(data, tmp)
-            os.replace(tmp, cache_file)
+            return _load_or_build(cache_file, build)
         finally:
-            tmp.unlink(missing_ok=True)
-        return data, False
+            # removed while held: a job still waiting on it (or on a new one) finds the cache file written, and a
+            # second decode after a failed one is harmless (writes are atomic); Windows keeps an open file
+            with contextlib.suppress(OSError):
+                lock.unlink(missing_ok=True)
+
+
+def _load_or_build(cache_file: Path, build: Callable[[], dict]) -> tuple[dict, bool]:
+    if cache_file.exists():
+        try:
+            return torch.load(cache_file, weights_only=True), True
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            # damaged outside our atomic writes (a partial copy, a full disk): the source can rebuild it
+            log.warning("cache %s is unreadable (%s); decoding again", cache_file, first_line(e))
+    data = build()
+    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, cache_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return data, False
