@@ -59,20 +59,39 @@ class EpochOrder:
 
 class TensorLoader:
     """uint8 images and int64 labels, one batch per index slice. order=None: in order (val/test), slices are
-    views and cost nothing; an EpochOrder: that epoch's permutation, gathered on the tensors' device."""
+    views and cost nothing; an EpochOrder: that epoch's permutation, gathered on the tensors' device.
+    Resumable mid-epoch: Lightning saves state_dict() (the epoch and the batches served in it) in checkpoints and
+    hands it back to load_state_dict() when it resumes in the middle of an epoch; the next pass then starts at the
+    batch after the last one served, so the resumed epoch sees the batches it would have seen."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, order: EpochOrder | None = None):
         self.x, self.y, self.batch_size, self.sampler = x, y, batch_size, order
         self.batch_sampler = None  # Lightning inspects loader.sampler and loader.batch_sampler like a DataLoader's
+        self.served = 0  # batches of the current pass handed out so far
+        self._resume_at: dict | None = None
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.y)
         return -(-n // self.batch_size)
 
+    def _epoch(self) -> int:
+        return self.sampler.epoch if self.sampler is not None else 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch(), "batches": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = dict(state)
+
     def __iter__(self):
+        # a generator: this runs at the first batch, after Lightning's set_epoch for the epoch being resumed
+        resume, self._resume_at = self._resume_at, None
+        skip = resume["batches"] if resume and resume["epoch"] == self._epoch() else 0
         idx = None if self.sampler is None else self.sampler.indices(self.x.device)
         n = len(self.y) if idx is None else len(idx)
-        for start in range(0, n, self.batch_size):
+        self.served = skip
+        for start in range(skip * self.batch_size, n, self.batch_size):
+            self.served += 1
             if idx is None:
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             else:
