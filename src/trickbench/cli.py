@@ -21,9 +21,14 @@ from trickbench.errors import ConfigError, TrickbenchError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
-# Lightning's advertisements (its loggers and checkpoints are what this project uses) and its SLURM hint (the
-# slurm launcher submits with sbatch; a run started by hand on a login node is not a mistake)
-NOISE = ("💡 Tip:", "The `srun` command is available on your system but is not used")
+# Lightning's advertisements (its loggers and checkpoints are what this project uses), its SLURM hint (the slurm
+# launcher submits with sbatch; a run started by hand on a login node is not a mistake), and its note that the
+# model summary conf/callbacks configures replaces its default one
+NOISE = (
+    "💡 Tip:",
+    "The `srun` command is available on your system but is not used",
+    "Trainer already configured with model summary callbacks",
+)
 
 
 def check_resume(run_dir) -> None:
