@@ -10,11 +10,11 @@ from trickbench.cli import check_command_line, quiet_libraries
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     quiet_libraries()
     from trickbench.train import main_task  # imported here: a config error is reported without loading torch
 
-    main_task(cfg)
+    return main_task(cfg)  # the best val acc: what a search (hparams_search=...) optimizes
 
 
 if __name__ == "__main__":

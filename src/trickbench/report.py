@@ -240,6 +240,7 @@ def write_markdown(rows, jobs, missing, folders, target_acc, path: Path, plots: 
         + (f", {len(missing)} without results.json" if missing else "")
         + f") · dataset: {', '.join(datasets) or 'n/a'} · baseline: **{base.label if base else 'n/a'}**  ",
         f"Same in every run: {' '.join(f'`{o}`' for o in common) or '(nothing beyond the defaults)'}",
+        *_search_line(folders[0]),
         "",
         "Accuracies in %, mean ± std over seeds (test acc of the best-val checkpoint). Δ: mean paired per-seed"
         " difference to the baseline in points, with a 95% t-interval over seeds; an interval that excludes 0"
@@ -278,6 +279,22 @@ def write_markdown(rows, jobs, missing, folders, target_acc, path: Path, plots: 
             )
         lines += [f"| `{m}` | ? | ? | no results.json | killed before it finished? |" for m in missing]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _search_line(folder: Path) -> list[str]:
+    """A search's sweep folder (hparams_search=...): its best trial by the value it optimized, from best.json."""
+    try:
+        best = json.loads((Path(folder) / "best.json").read_text())
+    except (OSError, ValueError):
+        return []
+    b = best.get("best")
+    if not b:
+        return ["", f"Search: {best.get('n_trials')} trials, none finished ok (best.json)"]
+    return [
+        "",
+        f"Search: {best.get('n_trials')} trials ({best.get('n_ok')} ok); best by {best.get('objective')}: trial "
+        f"{b['trial']} (job {b['job']}), {_pct(b['value'])}%: {' '.join(f'`{o}`' for o in b['overrides'])} (best.json)",
+    ]
 
 
 def write_plots(rows: list[Row], folder: Path) -> list[str]:
@@ -405,7 +422,14 @@ class SweepReportCallback(Callback):
         found = write_report([sweep_dir], settings.get("target_acc", DEFAULT_TARGET_ACC), settings.get("baseline"))
         log.info("sweep report: %s", found["report"])
         bad = failures(found)
-        if bad:
+        # a search (hparams_search=...) scores a failed or diverged trial as bad and goes on: it fails only when
+        # no trial finished ok
+        search = OmegaConf.select(config, "hydra.sweeper.bad_score") is not None
+        if bad and search and any(j.ok for j in found["jobs"]):
+            log.warning("%d of %d trials did not finish ok (scored bad_score):", len(bad), len(found["jobs"]))
+            for line in bad:
+                log.warning("  %s", line)
+        elif bad:
             print(
                 f"error: {len(bad)} of {len(found['jobs']) + len(found['missing'])} jobs failed (report: "
                 f"{found['report']}):",

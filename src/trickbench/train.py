@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench import speed, sweep
+from trickbench import search, speed, sweep
 from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
 from trickbench.cli import check_resume
@@ -198,14 +198,15 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return resumed
 
 
-def main_task(cfg: DictConfig) -> dict | None:
-    """Hydra task. One run: a bad value prints its one-line error and exits 2 (3 when the loss diverged).
-    In a sweep (-m) every failure is recorded in the job's results.json and the sweep goes on; the sweep
-    report callback then exits non-zero naming the failed jobs."""
+def main_task(cfg: DictConfig) -> float:
+    """Hydra task; returns the run's best val acc, what a search (hparams_search=...) optimizes.
+    One run: a bad value prints its one-line error and exits 2 (3 when the loss diverged).
+    In a sweep (-m) every failure is recorded in the job's results.json, returns search.BAD_SCORE and the sweep
+    goes on; the sweep report callback then exits non-zero naming the failed jobs (a search: only if none is ok)."""
     try:
         if cfg.get("resume") and not sweep.is_multirun():
             cfg = resumed_config(cfg)
-        return run(cfg)
+        return search.score(run(cfg))
     except SIGTERMException:
         log.error("stopped by SIGTERM; checkpoints/last.ckpt holds the progress: resume=%s", cfg.paths.output_dir)
         sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
@@ -214,7 +215,7 @@ def main_task(cfg: DictConfig) -> dict | None:
         _record_failure(cfg, e, status)
         if sweep.is_multirun():
             log.error("job %s", with_status(status, e), exc_info=not isinstance(e, TrickbenchError))
-            return None
+            return search.BAD_SCORE
         if isinstance(e, TrickbenchError):
             if sweep.is_rank_zero():  # DDP: every rank fails alike; one says so
                 print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""trickbench's Hydra sweepers (conf/hydra/sweeper/optuna.yaml)."""
