@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, tiny_run_overrides
+from conftest import ROOT, compose_cfg, tiny_run_overrides
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
@@ -212,3 +212,9 @@ def test_search_space_grammar_and_scores():
     assert search.score({"status": "diverged"}) == search.score(None) == search.BAD_SCORE
     with pytest.raises(ConfigError, match="low < high"):
         search.split_space({"optimizer.lr": "tag(log, interval(0, 1))"}, [])
+
+
+def test_a_search_preset_without_multirun_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"hparams_search='coarse': a search, run as a sweep: python train.py -m "):
+        search.check_single_run(compose_cfg(["hparams_search=coarse"]))
+    search.check_single_run(compose_cfg([]))

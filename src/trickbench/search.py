@@ -26,6 +26,16 @@ def score(results: dict | None) -> float:
     return float(value) if is_number(value) and math.isfinite(value) else BAD_SCORE
 
 
+def check_single_run(cfg) -> None:
+    """hparams_search=... without -m would train one run with the preset's epochs: refused in one line (resuming
+    one killed job of a search, resume=<sweep>/<job>, is not)."""
+    if cfg.get("hparams_search") is not None and not cfg.get("resume"):
+        from hydra.core.hydra_config import HydraConfig
+
+        name = HydraConfig.get().runtime.choices.get("hparams_search") if HydraConfig.initialized() else None
+        raise ConfigError("hparams_search", name, f"a search, run as a sweep: python train.py -m hparams_search={name}")
+
+
 # ---- the search space: Hydra's sweep grammar -> Optuna distributions --------------------------------------------
 def split_space(params: dict, arguments: list[str]) -> tuple[dict, list[str]]:
     """hydra.sweeper.params plus the command's overrides -> ({name: Optuna distribution}, fixed overrides).

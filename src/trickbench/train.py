@@ -45,6 +45,8 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     if sweep.is_multirun():  # a job's own overrides may ask for DDP too
         sweep.check_sweep_placement(cfg, sweep.launcher_target())
+    else:
+        search.check_single_run(cfg)  # hparams_search=... without -m
     out_dir = Path(cfg.paths.output_dir)
     done = sweep.finished(out_dir, _overrides(cfg))
     if done is not None:

@@ -9,6 +9,7 @@ into the folders of the finished ones.
 Here every trial is a job folder <sweep>/<job>/ like any sweep's; the study lives in <sweep>/optuna.db.
 - A trial's value is what the task returns (train.py: best val acc; a failed or diverged run returns 0); a job
   that raises or returns no number scores bad_score. Either way the search goes on.
+- A job trains the drawn floats to 4 significant digits (trickbench.search.trained), as best.json records them.
 - hydra.sweeper.n_trials counts the study's finished trials: resume=<sweep folder> (the same command) runs only
   the missing ones; a trial the interrupted search left running is rerun with the same values in its own job
   folder, continuing from its checkpoints/last.ckpt.
