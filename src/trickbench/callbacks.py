@@ -2,6 +2,8 @@
 every step: their checks read values back only in the batches checked_batch names (the run's first, then every
 trainer.log_every_n_steps), in an epoch's last batch, or at epoch boundaries."""
 
+import logging
+import math
 import time
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from trickbench.errors import Diverged
+
+log = logging.getLogger(__name__)
 
 
 def checked_batch(trainer: L.Trainer, stepped: bool) -> bool:
@@ -52,6 +56,54 @@ def _causes(cfg) -> str:
     if not cfg.norm.get("name") or cfg.norm.get("name") == "none":
         causes.append("no normalization layers (norm=none)")
     return ", ".join(causes)
+
+
+class FirstLossCheck(L.Callback):
+    """The lecture's first sanity check: an untrained classifier predicts about uniformly, so its first batch's loss
+    should be about ln(number of classes). Outside [ln(C) / factor, factor x ln(C)] it logs one warning naming the
+    likely cause. Reads the loss once, in the run's first batch (a checked batch: no extra host sync). Not checked:
+    a resumed run, distillation (its loss is not a plain cross entropy) and model.init_from (loaded weights need not
+    start at ln(C)). Written by hand: Lightning has no such check."""
+
+    def __init__(self, factor: float = 2.0):
+        self.factor = factor
+        self.first_loss: float | None = None  # the value read, for tests and users' scripts
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        if batch_idx != 0 or trainer.current_epoch != 0 or trainer.global_step > 1 or self.first_loss is not None:
+            return  # the run's first batch only (global_step is 1 after its step, 0 when gradients accumulate)
+        cfg = getattr(pl_module, "cfg", None)
+        if not trainer.is_global_zero or cfg is None or pl_module.distill is not None or cfg.model.get("init_from"):
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.first_loss = float(loss.detach())
+        classes = pl_module.hparams.num_classes
+        ratio = self.first_loss / math.log(classes)
+        if math.isfinite(ratio) and not 1 / self.factor <= ratio <= self.factor:  # NaN/inf: DivergenceGuard's
+            log.warning(
+                "first loss %.3g is %.2g x ln(%d classes) = %.3g (expected within %g x): %s",
+                self.first_loss,
+                ratio,
+                classes,
+                math.log(classes),
+                self.factor,
+                _first_loss_causes(cfg) if ratio > 1 else _LABEL_BUG,
+            )
+
+
+_LABEL_BUG = (
+    "the net predicts the labels before any training; likely a label bug (labels leaking into the inputs, "
+    "the same images in train and val/test)"
+)
+
+
+def _first_loss_causes(cfg) -> str:
+    """Why logits start far from uniform: the init scale, then unnormalized inputs."""
+    norm = cfg.norm.get("name") or "none"
+    causes = [f"logits too large at init: init scale (init={cfg.init.name}, norm={norm}; try trick=batchnorm)"]
+    if cfg.data.get("normalize", "none") == "none":
+        causes.append("inputs not normalized (data.normalize=none; try trick=standardize)")
+    return "; ".join(causes)
 
 
 class CheckpointOnSigterm(L.Callback):
