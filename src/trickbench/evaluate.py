@@ -47,7 +47,9 @@ def evaluate(cfg: DictConfig) -> dict:
         if cfg.data.get(key) is not None:
             data_cfg[key] = cfg.data[key]
     dm = instantiate(data_cfg, augment=None, seed=run_cfg.seed)
-    net = build_model(run_cfg.model, run_cfg.activation, run_cfg.norm, run_cfg.init, dm.shape, dm.num_classes)
+    net = build_model(
+        run_cfg.model, run_cfg.activation, run_cfg.norm, run_cfg.init, dm.shape, dm.num_classes, load_init_from=False
+    )
     module = TrickModule(net, stored["config"], stored["num_classes"])
     load_weights(module, checkpoint, path)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])

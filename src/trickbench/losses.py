@@ -79,7 +79,9 @@ def load_teacher(path: str, data_cfg: DictConfig, num_classes: int) -> nn.Module
         raise ConfigError(
             "distill.teacher_ckpt", path, f"a teacher trained on {student_shape} images; it saw {teacher_shape}"
         )
-    teacher = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, teacher_shape, num_classes)
+    teacher = build_model(
+        cfg.model, cfg.activation, cfg.norm, cfg.init, teacher_shape, num_classes, load_init_from=False
+    )
     net_state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     teacher.load_state_dict(net_state)
     return teacher.requires_grad_(False).eval()

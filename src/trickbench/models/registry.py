@@ -6,6 +6,7 @@ from typing import Callable
 from torch import nn
 
 from trickbench.errors import ConfigError
+from trickbench.models import transfer
 from trickbench.models.blocks import LayerKit
 from trickbench.nn import init_weights, make_activation, make_norm_spec
 
@@ -22,11 +23,16 @@ def model_options(name: str) -> list[str]:
     return [p for p in inspect.signature(MODELS[name]).parameters if p not in skip]
 
 
-def build_model(model_cfg, activation_cfg, norm_cfg, init_cfg, in_shape, num_classes) -> nn.Module:
-    """The network for conf groups model, activation, norm and init, for inputs of in_shape=(C, H, W)."""
+def build_model(
+    model_cfg, activation_cfg, norm_cfg, init_cfg, in_shape, num_classes, load_init_from: bool = True
+) -> nn.Module:
+    """The network for conf groups model, activation, norm and init, for inputs of in_shape=(C, H, W); then
+    model.init_from's matching weights (unless load_init_from=False: a checkpoint's own weights replace them, as in
+    eval.py) and model.freeze_backbone (models/transfer.py)."""
     options = dict(model_cfg)
     name = options.pop("name")
     options.pop("channels_last", None)  # a memory format for every model (speed.py), not a builder option
+    init_from, freeze = options.pop("init_from", None), options.pop("freeze_backbone", False)  # every model's
     if name not in MODELS:
         raise ConfigError("model.name", name, f"one of {sorted(MODELS)}")
     allowed = model_options(name)
@@ -35,7 +41,8 @@ def build_model(model_cfg, activation_cfg, norm_cfg, init_cfg, in_shape, num_cla
             raise ConfigError(f"model.{key}", value, f"not an option of model={name}; its options: {allowed}")
     kit = LayerKit(make_activation(activation_cfg), make_norm_spec(norm_cfg))
     net = MODELS[name](in_shape=tuple(in_shape), num_classes=num_classes, kit=kit, **options)
-    return init_weights(net, init_cfg["name"])
+    net = init_weights(net, init_cfg["name"])
+    return transfer.apply(net, init_from if load_init_from else None, freeze)
 
 
 def count_params(net: nn.Module) -> int:

@@ -73,8 +73,8 @@ class SpeedNet(Backbone):
         overwrites it. Filters i and i + C*k*k are +v_i / sqrt(lambda_i + whiten_eps) and its negation (eigenpairs
         of the patch second-moment matrix, largest lambda first): the first half's outputs on such images have
         about the identity as second-moment matrix."""
-        if not self.whiten:
-            return
+        if not self.whiten or "features.0.weight" in getattr(self, "loaded_keys", ()):
+            return  # model.init_from loaded the filters the later layers were trained on (models/transfer.py)
         conv = self.whitening
         cin, k = conv.in_channels, conv.kernel_size[0]
         eigenvalues, eigenvectors = torch.linalg.eigh(patch_second_moments(images, k))
