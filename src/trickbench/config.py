@@ -68,6 +68,14 @@ RULES = [
     ("matmul_precision", lambda v: v is None or v in MATMUL_PRECISIONS, f"null or one of {list(MATMUL_PRECISIONS)}"),
     ("compile", lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""), "false, true or a backend name"),
     ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
+    ("model.init_from", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
+    ("model.freeze_backbone", lambda v: isinstance(v, bool), "true or false"),
+    ("callbacks.first_loss.factor", lambda v: is_number(v) and v > 1, "a number > 1 (how far from ln(classes))"),
+    ("tune.apply", lambda v: isinstance(v, bool), "true (train with the suggested lr) or false (print it and stop)"),
+    ("tune.min_lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+    ("tune.max_lr", lambda v: is_number(v) and v > 0, "a number > 0, above tune.min_lr"),
+    ("tune.num_training", lambda v: is_int(v) and v >= 13, "an integer >= 13 (the suggestion skips 10 steps + 1)"),
+    ("tune.mode", lambda v: v in ("exponential", "linear"), "exponential or linear"),
 ]
 
 # key, test(value, cfg), what is allowed given cfg: limits set by another key, checked once every key has its type.
@@ -81,6 +89,11 @@ RELATIONS = [
         "data.val_size",
         lambda v, cfg: cfg.data.get("subset") is None or v < cfg.data.subset,
         lambda cfg: f"less than data.subset={cfg.data.subset} (the subset is split into train and val)",
+    ),
+    (
+        "tune.max_lr",
+        lambda v, cfg: v > cfg.tune.min_lr,
+        lambda cfg: f"a number above tune.min_lr={cfg.tune.min_lr}",
     ),
 ]
 

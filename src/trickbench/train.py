@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench import search, speed, sweep
+from trickbench import search, speed, sweep, tuning
 from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
 from trickbench.cli import check_resume
@@ -79,6 +79,8 @@ def run(cfg: DictConfig) -> dict:
     last_ckpt = out_dir / LAST_CKPT
     if last_ckpt.exists():  # a killed or requeued run, or an unfinished job of a resumed sweep
         log.info("resuming from %s", last_ckpt)
+    elif (lr_found := tuning.maybe_lr_find(cfg, trainer, module, dm)) is not None:  # tune=lr_find, tune.apply=false
+        return lr_found
     fit_start = time.time()
     trainer.fit(module, dm, ckpt_path=last_ckpt if last_ckpt.exists() else None)
     fit_seconds = time.time() - fit_start

@@ -1,0 +1,81 @@
+"""conf/tune: tune=lr_find runs Lightning's learning-rate finder (Tuner.lr_find) before fit, saves its plot and
+suggestion in the run folder, and either prints the `optimizer.lr=` override (the run stops there) or, with
+tune.apply=true, trains with it."""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.tuner import Tuner
+from omegaconf import DictConfig
+
+from trickbench.optim import scaled_lr
+
+log = logging.getLogger(__name__)
+
+
+def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, dm) -> dict | None:
+    """Nothing (None) unless cfg.tune is lr_find. Else the finder's result, written to lr_find.json and lr_find.png in
+    the run folder: returned when the run should stop there (tune.apply=false); with tune.apply=true the module's
+    optimizer.lr is set to the suggestion and None returned, so fit trains with it."""
+    tune = cfg.get("tune")
+    if not tune or tune.get("name") != "lr_find":
+        return None
+    out_dir = Path(cfg.paths.output_dir)
+    # the finder steps num_training batches in one fit: with short epochs, max_epochs would end it first (every epoch
+    # has a batch, so num_training epochs are enough; -1, no limit, would leave the scheduler a run of infinite steps)
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = max(max_epochs, tune.num_training)
+    try:
+        finder = Tuner(trainer).lr_find(
+            module,
+            datamodule=dm,
+            min_lr=tune.min_lr,
+            max_lr=tune.max_lr,
+            num_training=tune.num_training,
+            mode=tune.mode,
+            update_attr=False,  # the lr lives in the config, set below when tune.apply=true
+        )
+    finally:
+        trainer.fit_loop.max_epochs = max_epochs
+    suggestion = finder.suggestion()
+    # the finder sets the optimizer's lr itself; optimizer.lr is that lr before optimizer.scale_lr_to_batch
+    global_batch = cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    lr = None if suggestion is None else suggestion * cfg.optimizer.lr / scaled_lr(cfg.optimizer, global_batch)
+    result = {
+        "suggestion": lr,
+        "override": None if lr is None else f"optimizer.lr={lr:.3g}",
+        "applied": bool(tune.apply and lr is not None),
+        "min_lr": tune.min_lr,
+        "max_lr": tune.max_lr,
+        "steps": len(finder.results["lr"]),
+        "lr": finder.results["lr"],
+        "loss": [x if math.isfinite(x) else None for x in finder.results["loss"]],
+    }
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig = finder.plot(suggest=suggestion is not None)
+        fig.savefig(out_dir / "lr_find.png", dpi=100)
+        (out_dir / "lr_find.json").write_text(json.dumps(result, indent=1))
+    stop = {"status": "ok", "error": None, "lr_find": {k: result[k] for k in ("suggestion", "override", "steps")}}
+    if lr is None:
+        log.warning(
+            "lr_find: no suggestion from %d steps (plot: %s); try other tune.min_lr, tune.max_lr%s",
+            result["steps"],
+            out_dir / "lr_find.png",
+            f"; training with optimizer.lr={cfg.optimizer.lr:g} as configured" if tune.apply else "",
+        )
+        return None if tune.apply else stop
+    if not tune.apply:
+        log.info(
+            "lr_find: suggested %s: rerun with that override, or add tune.apply=true (plot: %s)",
+            result["override"],
+            out_dir / "lr_find.png",
+        )
+        return stop
+    log.info("lr_find: training with %s (plot: %s)", result["override"], out_dir / "lr_find.png")
+    for config in (cfg, module.cfg, module.hparams["config"]):  # the run's, the module's, the checkpoints'
+        config["optimizer"]["lr"] = float(f"{lr:.3g}")
+    return None
