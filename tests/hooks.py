@@ -3,6 +3,7 @@ interrupt a real run at an exact point (so interruption tests need no sleeps) or
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -49,3 +50,18 @@ class RecordTrainImages(L.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         epochs = {e: torch.cat(batches) for e, batches in self.seen.items()}
         torch.save(epochs, self.folder / f"rank{trainer.global_rank}.pt")
+
+
+class SleepPerBatch(L.Callback):
+    """Sleeps `seconds` after every training batch of a run's first start (a run resumed from a checkpoint goes at
+    full speed): slow enough for a time limit to land mid-epoch, and done before the next one after a requeue."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.ckpt_path is not None:
+            self.seconds = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        time.sleep(self.seconds)
