@@ -46,7 +46,7 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.accelerator=cpu",
     "trainer.log_every_n_steps=1",
-    "trainer.num_sanity_val_steps=0",
+    "+trainer.num_sanity_val_steps=0",
 ]
 
 
