@@ -212,7 +212,11 @@ def main_task(cfg: DictConfig) -> float:
             cfg = resumed_config(cfg)
         return search.score(run(cfg))
     except SIGTERMException:
-        log.error("stopped by SIGTERM; checkpoints/last.ckpt holds the progress: resume=%s", cfg.paths.output_dir)
+        if sweep.is_rank_zero():  # on stderr, like the one-line errors
+            print(
+                f"stopped by SIGTERM; checkpoints/last.ckpt holds the progress: resume={cfg.paths.output_dir}",
+                file=sys.stderr,
+            )
         sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
     except Exception as e:
         status = "diverged" if isinstance(e, Diverged) else "failed"
