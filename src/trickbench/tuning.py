@@ -57,6 +57,7 @@ def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         fig = finder.plot(suggest=suggestion is not None)
+        fig.axes[0].set_title("no suggestion" if lr is None else f"suggestion (red): {result['override']}")
         fig.savefig(out_dir / "lr_find.png", dpi=100)
         (out_dir / "lr_find.json").write_text(json.dumps(result, indent=1))
     stop = {"status": "ok", "error": None, "lr_find": {k: result[k] for k in ("suggestion", "override", "steps")}}
