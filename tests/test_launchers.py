@@ -104,7 +104,7 @@ def test_processes_and_where_ddp_may_run():
     assert processes(trainer()) == 1
     assert processes(trainer("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")) == 2
     assert processes(trainer("trainer=ddp", "trainer.accelerator=cpu")) == 1  # devices=auto on a CPU: one
-    assert processes(trainer("trainer.devices=[0,1]", "+trainer.num_nodes=2")) == 4
+    assert processes(trainer("trainer.devices=[0,1]", "trainer.num_nodes=2")) == 4
     ddp = compose_cfg(["trainer=ddp", "trainer.devices=4"])
     check_sweep_placement(ddp, SLURM)  # SLURM starts every rank itself
     check_sweep_placement(compose_cfg([]), LOCAL)

@@ -41,7 +41,7 @@ def test_launcher_settings_follow_the_trainer():
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "++trainer.num_nodes=2"]
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     launcher = cfg.hydra.launcher
@@ -56,7 +56,7 @@ def test_launcher_settings_follow_the_trainer():
     ("overrides", "line"),
     [
         (["trainer=ddp"], "error: trainer.devices='auto': an integer >= 1 under hydra/launcher=slurm"),
-        (["trainer.devices=2", "++trainer.num_nodes=0"], "error: trainer.num_nodes=0: an integer >= 1 under"),
+        (["trainer.devices=2", "trainer.num_nodes=0"], "error: trainer.num_nodes=0: an integer >= 1 under"),
     ],
 )
 def test_slurm_sweep_without_numbers_is_refused_in_one_line(overrides, line, tmp_path):

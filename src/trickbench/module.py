@@ -99,6 +99,8 @@ class TrickModule(L.LightningModule):
     def _log_interval(self, loss: torch.Tensor) -> None:
         """The mean training loss of each logging interval, logged in the batch whose step logs reach the loggers
         (Lightning's rule; callbacks.checked_batch's batches include them): one self.log per interval, not per step."""
+        if self._trainer is None:  # a step called outside a Trainer (as self.log, nothing to log to)
+            return
         self._interval_loss = loss.clone() if self._interval_steps == 0 else self._interval_loss + loss
         self._interval_steps += 1
         n = self.trainer.log_every_n_steps

@@ -20,7 +20,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import with_status
-from trickbench.loggers import read_metrics_csv
 from trickbench.sweep import what_it_trains
 
 log = logging.getLogger(__name__)
@@ -83,6 +82,10 @@ def _job_order(path: Path) -> tuple:
 def find_jobs(folders: list[Path]) -> tuple[list[Job], list[Path]]:
     """Jobs with a results.json, in sweep order, and job folders without one (killed). Hidden folders
     (.submitit, .hydra) are skipped; a config+seed run twice (a resumed sweep) counts once, ok preferred."""
+    # here, not at the top: Hydra builds the report callback at every -m start, and loggers.py imports Lightning
+    # (seconds before a sweep's one-line refusals could print)
+    from trickbench.loggers import read_metrics_csv
+
     jobs: dict[tuple, Job] = {}
     missing = []
     for folder in folders:
