@@ -4,6 +4,8 @@ in both layouts of ../shared/datasets (IDX .gz; ImageFolder as folder and .tar.g
 import gzip
 import os
 import struct
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -25,6 +27,24 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def compose_cfg(overrides: list[str], out_dir: Path | None = None) -> DictConfig:
     """conf/train.yaml with overrides, as train.py would see it; paths under out_dir when given."""
     return compose_run_config(overrides, out_dir)
+
+
+def train_cli(*args: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` as a user runs it, from the repo root; tests/ on PYTHONPATH for hooks.<Class>."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw
+    )
+
+
+def last_weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two runs' last.ckpt hold the same tensors, bit for bit."""
+    wa, wb = last_weights(a), last_weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 # ---- tiny mirrors -------------------------------------------------------------------------------------

@@ -4,13 +4,11 @@ way a user starts it. Lightning starts rank 1 by re-running the command line."""
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, tiny_run_overrides
+from conftest import compose_cfg, last_weights, same_weights, tiny_run_overrides, train_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -18,17 +16,6 @@ from trickbench.models import build_model
 from trickbench.module import TrickModule
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-
-
-def _train(*args: str, timeout=240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-    )
-
-
-def _weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +40,7 @@ def dm(overrides):
 def ddp_run(overrides, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     record = ["+callbacks.record._target_=hooks.RecordTrainImages", f"+callbacks.record.folder={tmp / 'seen'}"]
-    proc = _train(*overrides, *DDP, "trainer.max_epochs=2", *record, f"hydra.run.dir={tmp / 'run'}")
+    proc = train_cli(*overrides, *DDP, "trainer.max_epochs=2", *record, f"hydra.run.dir={tmp / 'run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp, proc
 
@@ -86,7 +73,7 @@ def test_logged_val_accuracy_is_a_single_process_evaluation_of_the_final_weights
     cfg = compose_cfg(overrides)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), dm.num_classes)
-    module.load_state_dict(_weights(run_dir))  # last.ckpt: the weights the last validation ran with
+    module.load_state_dict(last_weights(run_dir))  # last.ckpt: the weights the last validation ran with
     module.eval()
     with torch.no_grad():
         logits = module(dm.transform(dm.val_set.x, train=False))
@@ -121,19 +108,18 @@ def test_a_killed_ddp_run_resumes_from_its_last_checkpoint_to_the_same_weights(d
         f"+callbacks.kill.marker={tmp_path}/k",
     ]
     run_dir = tmp_path / "run"
-    proc = _train(*overrides, *DDP, "trainer.max_epochs=2", *kill, f"hydra.run.dir={run_dir}")
+    proc = train_cli(*overrides, *DDP, "trainer.max_epochs=2", *kill, f"hydra.run.dir={run_dir}")
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert not (run_dir / "results.json").exists()
-    proc = _train(f"resume={run_dir}")
+    proc = train_cli(f"resume={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout + proc.stderr
     assert json.loads((run_dir / "results.json").read_text())["epochs"] == 2
-    ours, whole = _weights(run_dir), _weights(tmp / "run")
-    assert ours.keys() == whole.keys() and all(torch.equal(ours[k], whole[k]) for k in whole)
+    assert same_weights(run_dir, tmp / "run")
 
 
 def test_a_val_split_smaller_than_the_ranks_fails_in_one_line(overrides, tmp_path):
-    proc = _train(*overrides, *DDP, "data.val_size=1", f"hydra.run.dir={tmp_path}")
+    proc = train_cli(*overrides, *DDP, "data.val_size=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] == [
         "error: data.val_size=1: at least one val and test image per DDP rank (2 ranks)"

@@ -2,30 +2,15 @@
 norms expose networks that do not learn."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, tiny_run_overrides
+from conftest import compose_cfg, last_weights, tiny_run_overrides, train_cli
 
 from trickbench.loggers import read_metrics_csv
 from trickbench.train import main_task, run
 
 EPOCHS = 3
-
-
-def _train(*args: str, timeout=240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-    )
-
-
-def _weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +24,7 @@ def tiny(tmp_path_factory, fmnist_mirror):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny):
     tmp, overrides = tiny
-    proc = _train(*overrides, f"hydra.run.dir={tmp / 'whole'}")
+    proc = train_cli(*overrides, f"hydra.run.dir={tmp / 'whole'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "whole"
 
@@ -48,18 +33,18 @@ def test_sigkilled_run_resumes_in_its_folder_to_the_same_weights(tiny, uninterru
     tmp, overrides = tiny
     run_dir = tmp / "killed"
     kill = ["+callbacks.kill._target_=hooks.SignalAt", "+callbacks.kill.epoch=1", f"+callbacks.kill.marker={tmp}/k"]
-    proc = _train(*overrides, *kill, f"hydra.run.dir={run_dir}")
+    proc = train_cli(*overrides, *kill, f"hydra.run.dir={run_dir}")
     assert proc.returncode == -9  # SIGKILL at the start of epoch 2: nothing could be saved then
     assert not (run_dir / "results.json").exists()
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
 
-    proc = _train(f"resume={run_dir}")
+    proc = train_cli(f"resume={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok" and results["epochs"] == EPOCHS
     assert "seed=3" in results["overrides"]  # the run's own overrides, kept from its first start
     assert [int(r["epoch"]) for r in read_metrics_csv(run_dir / "metrics.csv")] == list(range(EPOCHS))
-    resumed, whole = _weights(run_dir), _weights(uninterrupted)
+    resumed, whole = last_weights(run_dir), last_weights(uninterrupted)
     assert resumed.keys() == whole.keys()
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
     assert results["test"] == json.loads((uninterrupted / "results.json").read_text())["test"]
@@ -75,19 +60,19 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_then_resume_finishes(tiny):
         "+callbacks.term.signal=SIGTERM",
         f"+callbacks.term.marker={tmp}/t",
     ]
-    proc = _train(*overrides, *term, f"hydra.run.dir={run_dir}")
+    proc = train_cli(*overrides, *term, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 143, proc.stderr[-3000:]
     assert f"resume={run_dir}" in proc.stderr
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 3 + 2  # epoch 1 complete (3 batches) and the 2 batches of epoch 2 that ran
 
-    proc = _train(f"resume={run_dir}")
+    proc = train_cli(f"resume={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run_dir / "results.json").read_text())["epochs"] == EPOCHS
 
 
 def test_resume_without_a_checkpoint_fails_in_one_line(tmp_path):
-    proc = _train(f"resume={tmp_path}")
+    proc = train_cli(f"resume={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: resume='{tmp_path}': a run folder holding checkpoints/last.ckpt (from an earlier run)"

@@ -8,32 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_run_overrides
+from conftest import ROOT, same_weights, tiny_run_overrides, train_cli
 
 from trickbench.config import CONF_DIR
 from trickbench.data.loader import EpochOrder, TensorLoader
 
 PARTITION = "debug"
-
-
-def _train(*args: str, timeout=300, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw
-    )
-
-
-def _weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
-
-def _same_weights(a: Path, b: Path) -> bool:
-    wa, wb = _weights(a), _weights(b)
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_launcher_settings_follow_the_trainer():
@@ -60,7 +43,7 @@ def test_launcher_settings_follow_the_trainer():
     ],
 )
 def test_slurm_sweep_without_numbers_is_refused_in_one_line(overrides, line, tmp_path):
-    proc = _train("-m", "hydra/launcher=slurm", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=60)
+    proc = train_cli("-m", "hydra/launcher=slurm", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=60)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(line), proc.stderr
     assert not (tmp_path / "sweep" / ".submitit").exists()  # nothing submitted
@@ -120,15 +103,15 @@ def test_sigterm_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(slow_r
     cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp / 'whole'}"]
     # meanwhile the uninterrupted run, in parallel
     reference = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    proc = _train(*overrides, *term, f"hydra.run.dir={tmp / 'term'}")
+    proc = train_cli(*overrides, *term, f"hydra.run.dir={tmp / 'term'}")
     assert proc.returncode == 143, proc.stderr[-3000:]
     ckpt = torch.load(tmp / "term" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 21  # batches 0-20 trained (the signal's batch finishes), mid-epoch
     assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 21}]
-    proc = _train(f"resume={tmp / 'term'}")
+    proc = train_cli(f"resume={tmp / 'term'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
-    assert _same_weights(tmp / "term", tmp / "whole")
+    assert same_weights(tmp / "term", tmp / "whole")
 
 
 # ---- a real cluster --------------------------------------------------------------------------------------------
@@ -158,7 +141,7 @@ def cluster():
 def test_a_sweep_runs_on_slurm_to_its_report(cluster, tmp_path, fmnist_mirror):
     sweep = tmp_path / "sweep"
     overrides = tiny_run_overrides(fmnist_mirror, root=tmp_path / "data")
-    proc = _train(
+    proc = train_cli(
         "-m", *cluster, "hydra.launcher.timeout_min=5", "trick=none,batchnorm", *overrides, f"hydra.sweep.dir={sweep}"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -179,8 +162,8 @@ def test_a_time_limit_requeues_and_the_job_ends_as_if_never_stopped(cluster, slo
     limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10", "hydra.launcher.max_num_timeout=3"]
     slow = ["+callbacks.slow._target_=hooks.SleepPerBatch", "+callbacks.slow.seconds=1.2"]
     if not (tmp / "whole" / "results.json").exists():  # the reference of the SIGTERM test, when run alone
-        assert _train(*overrides, f"hydra.run.dir={tmp / 'whole'}").returncode == 0
-    proc = _train("-m", *cluster, *limit, *overrides, *slow, f"hydra.sweep.dir={sweep}", timeout=280)
+        assert train_cli(*overrides, f"hydra.run.dir={tmp / 'whole'}").returncode == 0
+    proc = train_cli("-m", *cluster, *limit, *overrides, *slow, f"hydra.sweep.dir={sweep}", timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = sweep / "0"
     log = (job / "train.log").read_text()
@@ -189,5 +172,5 @@ def test_a_time_limit_requeues_and_the_job_ends_as_if_never_stopped(cluster, slo
     assert log.count("resuming from") == 1
     results = json.loads((job / "results.json").read_text())
     assert results["status"] == "ok" and results["epochs"] == 1
-    assert _same_weights(job, tmp / "whole")
+    assert same_weights(job, tmp / "whole")
     assert results["test"] == json.loads((tmp / "whole" / "results.json").read_text())["test"]
