@@ -32,7 +32,7 @@ def test_launcher_settings_follow_the_trainer():
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert launcher.max_num_timeout >= 1 and launcher.signal_delay_s > 0  # time limits requeue
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4 and cfg.trainer.num_nodes == 2
-    assert "slurm_check" in cfg.hydra.callbacks
+    assert "sweep_placement" in cfg.hydra.callbacks  # refuses a SLURM sweep without numbers before submitting
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,8 @@ import time
 from pathlib import Path
 
 import lightning as L
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
 
 from trickbench.callbacks import checked_batch
-from trickbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -86,23 +83,3 @@ class RequeueAtTimeLimit(L.Callback):
         handler(self.signum, None)  # rank 0: requeues and exits; the other ranks return
         time.sleep(60)  # other ranks: SLURM stops the job now; exiting first would leave rank 0 hanging
         sys.exit(-1)
-
-
-def check_slurm_counts(cfg) -> None:
-    """SLURM allocates trainer.devices tasks and GPUs per node on trainer.num_nodes nodes: both must be numbers."""
-    for key in ("trainer.devices", "trainer.num_nodes"):
-        value = OmegaConf.select(cfg, key, default=1)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            raise ConfigError(key, value, "an integer >= 1 under hydra/launcher=slurm (SLURM allocates that many)")
-
-
-class SlurmCheck(Callback):
-    """Hydra callback of hydra/launcher=slurm: refuses in one line, before anything is submitted, what the
-    launcher's settings could not be made from (its schema would reject trainer.devices=auto with a traceback)."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        try:
-            check_slurm_counts(config)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)

@@ -106,9 +106,16 @@ def cpu_ranks(trainer) -> int:
 
 def check_sweep_placement(cfg, launcher_target: str) -> None:
     """DDP inside a sweep runs only under SLURM, which starts every rank itself: elsewhere Lightning starts the
-    other ranks by re-running the command line, -m and all, and the sweep would run once per rank."""
+    other ranks by re-running the command line, -m and all, and the sweep would run once per rank. Under SLURM,
+    trainer.devices and trainer.num_nodes size each job's allocation (conf/hydra/launcher/slurm.yaml): numbers."""
+    if "SlurmLauncher" in launcher_target:
+        for key in ("trainer.devices", "trainer.num_nodes"):
+            value = OmegaConf.select(cfg, key, default=1)
+            if not (is_int(value) and value >= 1):
+                raise ConfigError(key, value, "an integer >= 1 under hydra/launcher=slurm (SLURM allocates that many)")
+        return
     n = processes(cfg.trainer)
-    if n > 1 and "SlurmLauncher" not in launcher_target:
+    if n > 1:
         nodes = int(cfg.trainer.get("num_nodes") or 1)
         where = "each job of hydra/launcher=gpus" if "GPULauncher" in launcher_target else "a local sweep (-m)"
         raise ConfigError(
@@ -120,7 +127,8 @@ def check_sweep_placement(cfg, launcher_target: str) -> None:
 
 
 class SweepPlacementCheck(Callback):
-    """Hydra callback: refuses a sweep whose jobs would start DDP ranks locally, before any job starts."""
+    """Hydra callback: refuses a sweep whose jobs would start DDP ranks locally, or a SLURM sweep without numbers
+    for its allocation, before any job starts or is submitted."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
