@@ -4,7 +4,6 @@ quiet_libraries: each log line once, without the libraries' tips and deprecation
 
 import difflib
 import logging
-import sys
 import warnings
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from trickbench.errors import ConfigError, TrickbenchError
+from trickbench.errors import ConfigError, TrickbenchError, exit_with, first_line
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
+LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder: what resume= continues from
 # Lightning's advertisements (its loggers and checkpoints are what this project uses), its SLURM hint (the slurm
 # launcher submits with sbatch; a run started by hand on a login node is not a mistake), and its note that the
 # model summary conf/callbacks configures replaces its default one
@@ -54,8 +53,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
         multirun = args.multirun or "hydra.mode=MULTIRUN" in args.overrides
         command_line_error(args.config_name or config_name, args.overrides, multirun=multirun)
     except TrickbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)
 
 
 def command_line_error(config_name: str, overrides: list[str], multirun: bool = False) -> None:
@@ -64,7 +62,7 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:  # a syntax error
-        raise TrickbenchError(_first_line(e)) from None
+        raise TrickbenchError(first_line(e)) from None
     if not multirun:
         for o in parsed:
             if o.is_sweep_override():
@@ -87,10 +85,6 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
                     check_resume(resume)
     finally:
         GlobalHydra.instance().clear()
-
-
-def _first_line(e: BaseException) -> str:
-    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 def _options(loader, group: str) -> list[str]:
@@ -139,17 +133,17 @@ def _compose_or_explain(loader, config_name: str, overrides: list[str], parsed: 
         o = next((p for p in parsed if p.key_or_group == group), None)
         if group and o is not None and loader.repository.group_exists(group):
             raise _unknown_option(loader, o, option) from None
-        raise TrickbenchError(_first_line(e)) from None
+        raise TrickbenchError(first_line(e)) from None
     except ConfigCompositionException as e:
         key = str(getattr(e.__cause__, "full_key", None))
         o = next((p for p in parsed if p.key_or_group == key or p.key_or_group.startswith(f"{key}.")), None)
         if o is None or not o.input_line or o.input_line not in overrides:
-            raise TrickbenchError(_first_line(e)) from None
+            raise TrickbenchError(first_line(e)) from None
         without = [line for line in overrides if line != o.input_line]
         base = _compose_or_explain(loader, config_name, without, parsed)
         raise _unknown_key(loader, base, o) from None
     except (HydraException, OmegaConfBaseException) as e:
-        raise TrickbenchError(_first_line(e)) from None
+        raise TrickbenchError(first_line(e)) from None
 
 
 def _unknown_key(loader, cfg: DictConfig, o: Override) -> ConfigError:

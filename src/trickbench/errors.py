@@ -1,6 +1,8 @@
 """Errors the user can fix, and the helpers their one-line messages are built with."""
 
+import sys
 from numbers import Integral, Number
+from typing import NoReturn
 
 
 def is_int(v) -> bool:
@@ -14,13 +16,19 @@ def is_number(v) -> bool:
 
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none): what one-line errors quote."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
 
 
 def with_status(status: str, message) -> str:
     """'status: message', said once when the message already starts with it (Diverged's says "diverged: ...")."""
     message = str(message)
     return message if message.startswith(f"{status}:") else f"{status}: {message}"
+
+
+def exit_with(error: BaseException | str, code: int = 2) -> NoReturn:
+    """The project's one-line refusal: `error: <message>` on stderr, no traceback, exit code 2."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(code)
 
 
 class TrickbenchError(Exception):

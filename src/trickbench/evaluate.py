@@ -1,14 +1,13 @@
 """python eval.py ckpt_path=PATH: rebuild the run from the config stored in its checkpoint and test it."""
 
 import logging
-import sys
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.checkpoints import load_checkpoint
-from trickbench.errors import ConfigError, TrickbenchError
+from trickbench.errors import ConfigError, TrickbenchError, exit_with
 from trickbench.models import build_model
 from trickbench.module import TrickModule
 from trickbench.results import write_json
@@ -69,5 +68,4 @@ def main_task(cfg: DictConfig) -> dict:
     try:
         return evaluate(cfg)
     except TrickbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)

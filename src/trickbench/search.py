@@ -4,13 +4,12 @@ The Hydra sweeper that drives Optuna is src/hydra_plugins/trickbench_sweepers/op
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench.errors import ConfigError, first_line, is_int, is_number
+from trickbench.errors import ConfigError, exit_with, first_line, is_int, is_number
 
 BEST_FILE = "best.json"  # written into the sweep folder after every batch of trials
 STORAGE_FILE = "optuna.db"  # the study (sqlite), what resume=<sweep folder> continues
@@ -189,5 +188,4 @@ class SearchCheck(Callback):
             cause = e
             while cause is not None and not isinstance(cause, ConfigError):
                 cause = cause.__cause__ or cause.__context__
-            print(f"error: {first_line(cause or e)}", file=sys.stderr)
-            sys.exit(2)
+            exit_with(first_line(cause or e))

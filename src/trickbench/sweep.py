@@ -3,7 +3,6 @@ whether its folder already holds a finished result (resume=<folder>), and a clea
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench.errors import ConfigError, is_int
+from trickbench.errors import ConfigError, exit_with, is_int
 
 # Overrides that say where or how a job runs, not what it trains: ignored when matching and grouping jobs.
 PLACEMENT_KEYS = ("resume", "hydra.", "threads")
@@ -134,8 +133,7 @@ class SweepPlacementCheck(Callback):
         try:
             check_sweep_placement(config, str(config.hydra.launcher.get("_target_", "")))
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            exit_with(e)
 
 
 def gpu_slot() -> dict | None:

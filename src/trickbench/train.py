@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from trickbench import search, speed, sweep, tuning
 from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
-from trickbench.cli import check_resume
+from trickbench.cli import LAST_CKPT, check_resume
 from trickbench.config import validate
 from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line, with_status
 from trickbench.models import build_model, count_params
@@ -24,7 +24,6 @@ from trickbench.module import TrickModule
 from trickbench.results import device_name, git_info, versions, write_json
 
 log = logging.getLogger(__name__)
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 
 def _callbacks(cfg: DictConfig) -> list:

@@ -7,7 +7,6 @@ from that package only.)"""
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,8 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from trickbench.errors import exit_with
 
 log = logging.getLogger(__name__)
 CPU_LAUNCHERS = "hydra/launcher=joblib (jobs in parallel on the CPU) or the default launcher (one after another)"
@@ -40,8 +41,7 @@ class GPULauncher(Launcher):
         try:
             slots = slot_devices(self.devices, self.jobs_per_gpu)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            exit_with(e)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

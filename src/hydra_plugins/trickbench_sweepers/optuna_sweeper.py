@@ -17,7 +17,6 @@ Here every trial is a job folder <sweep>/<job>/ like any sweep's; the study live
 
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench import search as _search
-from trickbench.errors import ConfigError, first_line
+from trickbench.errors import ConfigError, exit_with, first_line
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class OptunaSweeper(Sweeper):
             if not space:
                 raise ConfigError("hydra.sweeper.params", dict(self.params), "at least one range to search")
         except ConfigError as e:
-            _exit(e)
+            exit_with(e)
         self.validate_batch_is_legal([fixed + _search.probe(space)])  # a misspelled key: Hydra's error, no trial
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +75,7 @@ class OptunaSweeper(Sweeper):
         try:
             study = self._open_study(sweep_dir, space, fixed)
         except ConfigError as e:
-            _exit(e)
+            exit_with(e)
         from optuna.trial import TrialState
 
         # trials an interrupted search left running: rerun with the same values, each in its own job folder
@@ -203,8 +202,3 @@ def _write_best(study, sweep_dir: Path, fixed: list[str]) -> None:
     from trickbench.results import write_json
 
     write_json(sweep_dir / _search.BEST_FILE, _search.best_record(study, fixed))
-
-
-def _exit(error: Exception) -> None:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
