@@ -97,10 +97,9 @@ def processes(trainer) -> int:
 
 def cpu_ranks(trainer) -> int:
     """DDP ranks that share this machine's cores (1 when the ranks run on GPUs): each gets its share of threads."""
-    import torch
+    from trickbench.speed import on_gpu  # here: speed imports torch and Lightning; composing should not wait
 
-    on_cpu = trainer.get("accelerator") == "cpu" or not torch.cuda.is_available()
-    return processes(trainer) // int(trainer.get("num_nodes") or 1) if on_cpu else 1
+    return 1 if on_gpu(trainer) else processes(trainer) // int(trainer.get("num_nodes") or 1)
 
 
 def check_sweep_placement(cfg, launcher_target: str) -> None:

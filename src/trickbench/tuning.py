@@ -2,7 +2,6 @@
 suggestion in the run folder, and either prints the `optimizer.lr=` override (the run stops there) or, with
 tune.apply=true, trains with it."""
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
 from trickbench.optim import scaled_lr
+from trickbench.results import write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule
         fig = finder.plot(suggest=suggestion is not None)
         fig.axes[0].set_title("no suggestion" if lr is None else f"suggestion (red): {result['override']}")
         fig.savefig(out_dir / "lr_find.png", dpi=100)
-        (out_dir / "lr_find.json").write_text(json.dumps(result, indent=1))
+        write_json(out_dir / "lr_find.json", result)
     stop = {"status": "ok", "error": None, "lr_find": {k: result[k] for k in ("suggestion", "override", "steps")}}
     if lr is None:
         log.warning(
