@@ -10,7 +10,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench.data import DATASETS, NORMALIZE_MODES
+from trickbench.data.augment import NORMALIZE_MODES
+from trickbench.data.registry import DATASETS
 from trickbench.errors import ConfigError, is_int, is_number
 from trickbench.optim import check_optimizer, check_scheduler
 from trickbench.speed import MATMUL_PRECISIONS

@@ -1,74 +1,22 @@
-"""One LightningDataModule for every dataset: uint8 tensors decoded once and cached, a seeded train/val split
-kept on the accelerator (data.on_device), and the batch pipeline (augment + normalize) run on the batch's device."""
+"""One LightningDataModule for every dataset (data/registry.py), loaded through the cache (data/store.py): a seeded
+train/val split kept on the accelerator (data.on_device), and the batch pipeline (augment + normalize) run on the
+batch's device."""
 
 import logging
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import lightning as L
 import torch
 from hydra.utils import to_absolute_path
-from torchvision import datasets as tvd
 
 from trickbench.data.augment import BatchTransform, channel_eigen, channel_stats, check_augment
-from trickbench.data.cache import load_or_build, sha256_of
 from trickbench.data.loader import EpochOrder, Split, TensorLoader, mixed_seed, resident_device, seed_step
-from trickbench.data.sources import Decoded, load_idx, load_imagefolder, load_official
-from trickbench.errors import ConfigError, TrickbenchError, first_line
+from trickbench.data.registry import DATASETS
+from trickbench.data.sources import load_official
+from trickbench.data.store import DatasetStore
+from trickbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    shape: tuple[int, int, int]
-    official: type
-    load_mirror: Callable[[Path], Decoded]
-    mirror_layout: str
-    system_dirs: tuple[str, ...] = field(default=())
-    num_classes: int = 10
-
-
-DATASETS = {
-    "fashion_mnist": DatasetSpec(
-        (1, 28, 28),
-        tvd.FashionMNIST,
-        lambda p: load_idx(p, FASHION_CLASSES),
-        "IDX .gz files",
-        ("/usr/share/datasets/fashion-mnist",),
-    ),
-    "cifar10": DatasetSpec(
-        (3, 32, 32),
-        tvd.CIFAR10,
-        lambda p: load_imagefolder(p, 3, CIFAR10_CLASSES),
-        "ImageFolder train/<class>/*, test/<class>/*",
-    ),
-}
-
-OFFLINE_HINT = {
-    "fashion_mnist": "data.source=../shared/datasets/fashion-mnist (or apt-get install dataset-fashion-mnist)",
-    "cifar10": "data.source=../shared/datasets/cifar10-jpeg.tar.gz",
-}
-
-
-def dataset_label(name: str, lossy: bool) -> str:
-    return f"{name} (JPEG q75 copy)" if lossy else name
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -113,60 +61,6 @@ class ImageDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return self.spec.num_classes
 
-    # ---- source resolution: explicit data.source, the cache, the system copy, torchvision's download
-    @cached_property
-    def _cache_file_and_builder(self) -> tuple[Path, Callable[[], dict]]:
-        """The cache file for this source, and what builds it when absent (load_or_build looks first)."""
-        cache_dir = self.root / "cache"
-        if self.source is None:
-            return cache_dir / f"{self.name}-official.pt", self._build_official
-        if not self.source.exists():
-            raise ConfigError(
-                "data.source",
-                str(self.source),
-                f"no such file or folder; expected a folder or .tar.gz with {self.spec.mirror_layout}",
-            )
-        digest = sha256_of(self.source)
-        return cache_dir / f"{self.name}-{digest[:16]}.pt", lambda: self._decode(self.source, digest)
-
-    def _build_official(self) -> dict:
-        for system_copy in map(Path, self.spec.system_dirs):
-            if system_copy.is_dir():
-                return self._decode(system_copy, sha256_of(system_copy))
-        if not self.download:
-            raise ConfigError(
-                "data.download",
-                False,
-                f"no cached {self.name} under {self.root / 'cache'}; "
-                f"allow the download or set {OFFLINE_HINT[self.name]}",
-            )
-        return self._download()
-
-    def _decode(self, path: Path, digest: str) -> dict:
-        log.info("decoding %s from %s (once; cached under %s)", self.name, path, self.root / "cache")
-        d = self.spec.load_mirror(path)
-        self._check_shape(d, path)
-        return {**d.__dict__, "source": str(path), "source_sha256": digest, "label": dataset_label(self.name, d.lossy)}
-
-    def _download(self) -> dict:
-        raw = self.root / "downloads"
-        try:
-            d = load_official(self.spec.official, raw)
-        except Exception as e:  # noqa: BLE001  (any network failure: say how to work offline)
-            raise TrickbenchError(
-                f"could not download {self.name} ({type(e).__name__}: {first_line(e)}); "
-                f"point at an offline copy: {OFFLINE_HINT[self.name]}"
-            ) from e
-        self._check_shape(d, raw)
-        return {**d.__dict__, "source": "torchvision", "source_sha256": sha256_of(raw), "label": self.name}
-
-    def _check_shape(self, d: Decoded, path: Path) -> None:
-        for split, x in (("train", d.train_x), ("test", d.test_x)):
-            if tuple(x.shape[1:]) != self.shape:
-                raise ConfigError(
-                    "data.source", str(path), f"{self.name} needs {self.shape} images; {split} has {tuple(x.shape[1:])}"
-                )
-
     # ---- Lightning hooks
     def prepare_data(self) -> None:
         """Decode and cache once; check the split sizes before any training starts."""
@@ -176,8 +70,8 @@ class ImageDataModule(L.LightningDataModule):
         if not (self.on_device == "auto" or isinstance(self.on_device, bool)):
             raise ConfigError("data.on_device", self.on_device, "auto, true or false")
         if self._data is None:
-            cache_file, build = self._cache_file_and_builder
-            self._data, self.cache_hit = load_or_build(cache_file, build)
+            store = DatasetStore(self.name, self.spec, self.root, self.download, load_official)
+            self._data, self.cache_hit = store.load(self.source)
         n_train = len(self._data["train_y"])
         if self.subset is not None and not 2 <= self.subset <= n_train:
             raise ConfigError("data.subset", self.subset, f"must be in [2, {n_train}] (the train set size) or null")
