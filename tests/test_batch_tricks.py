@@ -16,12 +16,14 @@ from torch import nn
 
 from trickbench import train
 from trickbench.config import check_trick_conflicts, validate
-from trickbench.data import BatchTransform, ImageDataModule
+from trickbench.data import DATASETS, BatchTransform, ImageDataModule
 from trickbench.data.augment import PCALighting
 from trickbench.errors import ConfigError
-from trickbench.losses import Distillation, distillation, load_teacher
 from trickbench.models import build_model, count_params
-from trickbench.module import TrickModule
+from trickbench.models.teacher import load_teacher
+from trickbench.rules import check
+from trickbench.tricks import StepTrick, distill
+from trickbench.tricks.mixing import MixUpCutMix
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
@@ -38,9 +40,16 @@ def datamodule(name, source, root, **kw) -> ImageDataModule:
 
 
 def training_batch(dm: ImageDataModule, batch, step: int):
-    """The batch as the datamodule hands it to training_step at a global step."""
+    """The batch as the training step sees it at a global step: from the datamodule, then mixed (tricks/mixing.py):
+    (images, labels) or (mixed images, labels, soft targets)."""
     dm.trainer = SimpleNamespace(training=True, global_step=step, global_rank=0)
-    return dm.on_after_batch_transfer(batch, 0)
+    x, y = dm.on_after_batch_transfer(batch, 0)
+    mix = MixUpCutMix(dm.augment_cfg.get("mixup_alpha"), dm.augment_cfg.get("cutmix_alpha"))
+    if not mix.active:
+        return x, y
+    mix.setup(None, SimpleNamespace(hparams=SimpleNamespace(num_classes=dm.num_classes)), "fit")
+    mixed, soft = mix.batch(x, y)
+    return mixed, y, soft
 
 
 # ---- mixup / CutMix ------------------------------------------------------------------------------------
@@ -120,14 +129,24 @@ def test_mixup_and_cutmix_together_choose_one_per_batch(fmnist_mirror, tmp_path)
     assert kinds == {"mixup", "cutmix"}
 
 
+class SoftTargets(StepTrick):
+    """A step trick handing the loss fixed soft targets, as mixup/CutMix do."""
+
+    def __init__(self, soft):
+        self.soft = soft
+
+    def batch(self, x, targets):
+        return x, self.soft
+
+
 def test_training_step_uses_soft_targets_for_the_loss_and_labels_for_accuracy():
     cfg = compose_cfg(["loss.label_smoothing=0.1"])
     net = nn.Linear(4, 3)
-    module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), num_classes=3)
     x = torch.randn(6, 4)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     soft = F.one_hot((y + 1) % 3, 3).float() * 0.7 + F.one_hot(y, 3).float() * 0.3
-    loss = module.training_step((x, y, soft), 0)
+    module = train.build_module(cfg, net, num_classes=3, step_tricks=[SoftTargets(soft)])
+    loss = module.training_step((x, y), 0)
     logits = net(x)
     torch.testing.assert_close(loss, F.cross_entropy(logits, soft, label_smoothing=0.1))
     expected_acc = (logits.argmax(1) == y).float().mean()
@@ -245,7 +264,7 @@ def test_distillation_loss_equals_the_formula_on_known_logits():
         for s, t in zip(student, teacher, strict=True)
     ) / len(student)
     want = alpha * T * T * kl + (1 - alpha) * hard
-    got = Distillation("unused", T, alpha)(torch.tensor(student), torch.tensor(teacher), torch.tensor(hard))
+    got = distill.distillation_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(hard), T, alpha)
     assert float(got) == pytest.approx(want, rel=1e-6)
 
 
@@ -260,12 +279,12 @@ def test_distillation_loss_equals_the_formula_on_known_logits():
 )
 def test_bad_distill_values_are_config_errors(node, error_key):
     with pytest.raises(ConfigError) as err:
-        distillation(OmegaConf.create(node))
+        check(OmegaConf.create({"distill": node}), distill.RULES)
     assert str(err.value).startswith(error_key)
 
 
 def test_distillation_is_off_without_a_distill_node():
-    assert distillation(None) is None and distillation(OmegaConf.create({})) is None
+    assert not any(isinstance(t, distill.Distill) for t in train.build_step_tricks(compose_cfg([])))
     assert compose_cfg([]).get("distill") is None  # the default config has no distill node: off
     assert compose_cfg(["trick=distill"]).distill.teacher_ckpt is None  # and trick=distill alone fails (above)
 
@@ -278,9 +297,10 @@ class Probe(L.Callback):
 
     def on_train_start(self, trainer, module):
         self.module_params = sum(p.numel() for p in module.parameters())
-        if module.teacher is not None:
-            module.teacher.register_forward_pre_hook(lambda m, args: self.teacher_modes.append(m.training))
-            self.teacher_at_start = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+        teacher = next((t.teacher for t in module.step_tricks if isinstance(t, distill.Distill)), None)
+        if teacher is not None:
+            teacher.register_forward_pre_hook(lambda m, args: self.teacher_modes.append(m.training))
+            self.teacher_at_start = {k: v.clone() for k, v in teacher.state_dict().items()}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.steps.append({k: v.detach().clone() for k, v in module.state_dict().items()})
@@ -328,7 +348,7 @@ def test_student_distils_from_a_frozen_teacher_outside_its_checkpoint(
 
 def test_teacher_must_match_the_students_classes_shape_and_normalization(teacher_ckpt, tmp_path):
     data = compose_cfg(["data=fashion_mnist"]).data
-    teacher = load_teacher(teacher_ckpt, data, 10)
+    teacher = load_teacher(teacher_ckpt, data.normalize, DATASETS[data.name].shape, 10)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
 
     checkpoint = torch.load(teacher_ckpt, weights_only=True)
@@ -342,7 +362,7 @@ def test_teacher_must_match_the_students_classes_shape_and_normalization(teacher
     ]
     for path, student_data, words in cases:
         with pytest.raises(ConfigError) as err:
-            load_teacher(path, student_data, 10)
+            load_teacher(path, student_data.normalize, DATASETS[student_data.name].shape, 10)
         assert str(err.value).startswith("distill.teacher_ckpt=") and words in str(err.value)
 
 
@@ -362,7 +382,7 @@ def expected_ema(sequence: list[torch.Tensor], decay: float) -> torch.Tensor:
 def test_ema_callback_follows_the_formula_on_a_known_sequence():
     callback, decay = ema_callback()
     assert decay == 0.999
-    module = TrickModule(nn.Linear(2, 1), OmegaConf.to_container(compose_cfg([]), resolve=True), num_classes=2)
+    module = train.build_module(compose_cfg([]), nn.Linear(2, 1), num_classes=2)
     callback.setup(SimpleNamespace(), module, "fit")
     sequence = [torch.full((1, 2), v) for v in (1.0, 3.0, -2.0, 5.0)]
     for step, w in enumerate(sequence, start=1):

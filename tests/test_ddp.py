@@ -10,10 +10,9 @@ import pytest
 import torch
 from conftest import compose_cfg, last_weights, same_weights, tiny_run_overrides, train_cli
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from trickbench.models import build_model
-from trickbench.module import TrickModule
+from trickbench.train import build_module
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
@@ -72,7 +71,7 @@ def test_logged_val_accuracy_is_a_single_process_evaluation_of_the_final_weights
         last = [r for r in csv.DictReader(fh) if r["val_acc"]][-1]
     cfg = compose_cfg(overrides)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
-    module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), dm.num_classes)
+    module = build_module(cfg, net, dm.num_classes)
     module.load_state_dict(last_weights(run_dir))  # last.ckpt: the weights the last validation ran with
     module.eval()
     with torch.no_grad():

@@ -186,10 +186,8 @@ def test_channels_last_and_compiled_run_record_what_they_used(fmnist_mirror, tmp
 
 
 def test_channels_last_module_gets_channels_last_weights_and_inputs(fmnist_mirror, tmp_path):
-    from omegaconf import OmegaConf
-
     from trickbench.models import build_model
-    from trickbench.module import TrickModule
+    from trickbench.train import build_module
 
     cfg = compose_cfg(["model.channels_last=true"])
     net = speed.prepare_model(
@@ -203,6 +201,6 @@ def test_channels_last_module_gets_channels_last_weights_and_inputs(fmnist_mirro
         build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, (3, 28, 28), 10), speed.resolve(cfg)
     )
     net.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), 10)
-    module._step((torch.rand(4, 3, 28, 28), torch.arange(4)), "train")
+    module = build_module(cfg, net, 10)
+    module.training_step((torch.rand(4, 3, 28, 28), torch.arange(4)), 0)
     assert seen == [True]

@@ -15,8 +15,8 @@ from torch import nn
 from trickbench.config import validate
 from trickbench.errors import ConfigError
 from trickbench.models import build_model
-from trickbench.module import TrickModule
 from trickbench.optim import build_optimizer, build_scheduler
+from trickbench.train import build_module
 
 EPOCHS, STEPS_PER_EPOCH = 10, 5
 TOTAL = EPOCHS * STEPS_PER_EPOCH
@@ -98,7 +98,7 @@ def test_warmup_start_factor():
 def test_optimizer_lr_is_scaled_to_the_global_batch():
     # 48 images per device x 4 devices x 2 accumulated batches = 384 images per optimizer step
     cfg = compose_cfg(["trick=linear_lr_scaling", "data.batch_size=48"])
-    module = TrickModule(nn.Linear(2, 1), OmegaConf.to_container(cfg, resolve=True), num_classes=10)
+    module = build_module(cfg, nn.Linear(2, 1), num_classes=10)
     module.trainer = SimpleNamespace(
         world_size=4, accumulate_grad_batches=2, estimated_stepping_batches=TOTAL, max_epochs=EPOCHS
     )

@@ -78,7 +78,8 @@ def test_first_loss_check_names_the_init_scale_when_logits_start_too_large(
 def test_first_loss_check_names_a_label_bug_when_the_loss_starts_too_low(caplog):
     cfg = compose_cfg(["callbacks.first_loss.factor=1.5"])
     check = FirstLossCheck(cfg.callbacks.first_loss.factor)
-    module = SimpleNamespace(cfg=cfg, distill=None, hparams=SimpleNamespace(num_classes=10))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    module = SimpleNamespace(step_tricks=[], hparams={"config": config, "num_classes": 10})
     trainer = SimpleNamespace(current_epoch=0, global_step=1, is_global_zero=True)
     with caplog.at_level(logging.WARNING):
         check.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, None, 0)  # 0.43 x ln(10)

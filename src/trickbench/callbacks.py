@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 
 from trickbench.errors import Diverged
 
@@ -62,8 +63,8 @@ class FirstLossCheck(L.Callback):
     """The lecture's first sanity check: an untrained classifier predicts about uniformly, so its first batch's loss
     should be about ln(number of classes). Outside [ln(C) / factor, factor x ln(C)] it logs one warning naming the
     likely cause. Reads the loss once, in the run's first batch (a checked batch: no extra host sync). Not checked:
-    a resumed run, distillation (its loss is not a plain cross entropy) and model.init_from (loaded weights need not
-    start at ln(C)). Written by hand: Lightning has no such check."""
+    a resumed run, a step trick that changes the loss (distillation: not a plain cross entropy) and model.init_from
+    (loaded weights need not start at ln(C)). Written by hand: Lightning has no such check."""
 
     def __init__(self, factor: float = 2.0):
         self.factor = factor
@@ -72,12 +73,14 @@ class FirstLossCheck(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
         if batch_idx != 0 or trainer.current_epoch != 0 or trainer.global_step > 1 or self.first_loss is not None:
             return  # the run's first batch only (global_step is 1 after its step, 0 when gradients accumulate)
-        cfg = getattr(pl_module, "cfg", None)
-        if not trainer.is_global_zero or cfg is None or pl_module.distill is not None or cfg.model.get("init_from"):
+        config = pl_module.hparams.get("config")
+        cfg = None if config is None else OmegaConf.create(config)
+        changes_loss = any(t.changes("loss") for t in getattr(pl_module, "step_tricks", ()))
+        if not trainer.is_global_zero or cfg is None or changes_loss or cfg.model.get("init_from"):
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.first_loss = float(loss.detach())
-        classes = pl_module.hparams.num_classes
+        classes = pl_module.hparams["num_classes"]
         ratio = self.first_loss / math.log(classes)
         if math.isfinite(ratio) and not 1 / self.factor <= ratio <= self.factor:  # NaN/inf: DivergenceGuard's
             log.warning(

@@ -11,6 +11,7 @@ from trickbench.errors import ConfigError, TrickbenchError, exit_with
 from trickbench.models import build_model
 from trickbench.module import TrickModule
 from trickbench.results import write_json
+from trickbench.train import build_module
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
     net = build_model(
         run_cfg.model, run_cfg.activation, run_cfg.norm, run_cfg.init, dm.shape, dm.num_classes, load_init_from=False
     )
-    module = TrickModule(net, stored["config"], stored["num_classes"])
+    module = build_module(run_cfg, net, stored["num_classes"])
     load_weights(module, checkpoint, path)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     metrics = trainer.test(module, dm)[0]

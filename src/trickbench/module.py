@@ -1,33 +1,54 @@
-"""The LightningModule: a backbone from models/, a loss from conf/loss (plus distillation from a frozen
-teacher, losses.py), torchmetrics accuracy, and the optimizer/scheduler from optim.py. Batches arrive
-augmented and normalized (data/augment.py); mixup/CutMix training batches add soft targets."""
+"""The LightningModule, built from parts by train.py: a backbone, a loss, the optimizer and scheduler factories and
+the step tricks (tricks/). It reads no config: the resolved run config it is given is only stored in checkpoints,
+for eval.py and resume=. Batches arrive augmented and normalized (data/augment.py)."""
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.trainer.states import TrainerFn
-from omegaconf import OmegaConf
 from torch import nn
+from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from trickbench.data import DATASETS
-from trickbench.data.batch_ops import tta_logits
-from trickbench.losses import distillation, load_teacher
-from trickbench.optim import build_optimizer, build_scheduler
+from trickbench.tricks import StepTrick
+
+# (module, replicas) -> the optimizer: replicas = devices x accumulated batches, for optimizer.scale_lr_to_batch
+OptimizerFactory = Callable[[nn.Module, int], Optimizer]
+# (optimizer, total optimizer steps, epochs) -> Lightning's {"scheduler", "interval"}, or None for a constant lr
+SchedulerFactory = Callable[[Optimizer, int, int], dict | None]
 
 
 class TrickModule(L.LightningModule):
-    def __init__(self, net: nn.Module, config: dict, num_classes: int):
-        """config: the run's whole resolved config (stored in checkpoints, so eval.py can rebuild the run)."""
+    def __init__(
+        self,
+        net: nn.Module,
+        loss_fn: nn.Module,
+        num_classes: int,
+        *,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        step_tricks: Sequence[StepTrick] = (),
+        eval_forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        channels_last: bool = False,
+        input_shape: tuple[int, int, int] | None = None,
+        example_input: torch.Tensor | None = None,
+        config: dict | None = None,
+    ):
+        """eval_forward(net, x): the logits for validation and test (test-time augmentation); default net(x).
+        example_input: one image as the datamodule serves it, for the model summary's shapes and FLOPs.
+        config: the run's resolved config, stored in checkpoints (hparams) with num_classes and the input shape."""
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
-        self.net = net
-        self.cfg = OmegaConf.create(config)
-        self.loss_fn = instantiate(self.cfg.loss)
-        self.distill = distillation(self.cfg.get("distill"))  # None: off
-        # in a tuple, not a Module attribute: the teacher stays out of state_dict, parameters() and train()
-        self._teacher: tuple[nn.Module, ...] = ()
+        hparams = {"config": config, "num_classes": num_classes, "input_shape": input_shape}
+        self.save_hyperparameters(hparams, logger=False)
+        self.net, self.loss_fn = net, loss_fn
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        self.step_tricks = list(step_tricks)
+        self.eval_forward = eval_forward
+        self.channels_last = channels_last
+        if example_input is not None:
+            self.example_input_array = example_input
         # Updated every step, logged once per epoch: Lightning's self.log costs ~2 ms of host time per call (measured
         # on CPU: 7% of a default run's step). validate_args=False and nan_strategy="disable": their checks read
         # values back to the host. The states are not in state_dict: checkpoints hold weights only.
@@ -36,51 +57,62 @@ class TrickModule(L.LightningModule):
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in stages}
         )
         self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in stages})
-        self.tta = (self.cfg.get("augment") or {}).get("tta")
-        self.channels_last = bool((self.cfg.get("model") or {}).get("channels_last"))
-        # one image as the datamodule serves it (uint8; its on_after_batch_transfer normalizes it): the model summary
-        # runs it through the net for each layer's output shape and FLOPs. Not with compile: it would compile the net
-        # for a batch of one before training starts.
-        name = (self.cfg.get("data") or {}).get("name")
-        if name in DATASETS and not self.cfg.get("compile"):
-            self.example_input_array = torch.zeros(1, *DATASETS[name].shape, dtype=torch.uint8)
         # the training loss summed on the device since the last logging step: logged as its mean there (TensorBoard's
         # within-epoch curve, train/loss_step), read back only in the batches the loggers write
         self._interval_loss: torch.Tensor | None = None
         self._interval_steps = 0
+        self._repeated = False  # inside a step trick's extra pass over the batch (SAM's second)
+        self._prepared: tuple | None = None  # the step's batch after the tricks' batch hooks, for that pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    @property
-    def teacher(self) -> nn.Module | None:
-        return self._teacher[0] if self._teacher else None
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def on_fit_start(self):
-        if self.distill is not None and self.teacher is None:  # loaded for training only: eval.py needs no teacher
-            teacher = load_teacher(self.distill.teacher_ckpt, self.cfg.data, self.hparams.num_classes)
-            self._teacher = (teacher.to(self.device),)
+    @contextmanager
+    def repeated_pass(self):
+        """A step trick's extra training pass over the step's batch: the same (mixed) batch; not counted in the
+        training loss and accuracy."""
+        self._repeated = True
+        try:
+            yield
+        finally:
+            self._repeated = False
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # trick=ema: EMAWeightAveraging.on_load_checkpoint would put the raw weights back when the best checkpoint
-        # is loaded for testing; outside fit, the averaged weights (state_dict) are the ones to evaluate
-        if "current_model_state" in checkpoint and self.trainer.state.fn != TrainerFn.FITTING:
-            checkpoint["current_model_state"] = checkpoint["state_dict"]
+    def training_step(self, batch, batch_idx):
+        if self._repeated:
+            x, targets, y = self._prepared
+        else:
+            x, y = batch
+            x, targets = self._layout(x), y
+            for trick in self.step_tricks:
+                x, targets = trick.batch(x, targets)
+            self._prepared = (x, targets, y)
+        logits = self.net(x)
+        loss = self.loss_fn(logits, targets)
+        for trick in self.step_tricks:
+            loss = trick.loss(x, logits, loss)
+        if not self._repeated:
+            self._count("train", logits, y, loss)
+            self._log_interval(loss.detach())
+        return loss
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y, *soft_targets = batch  # mixup/CutMix training batches: (x, original labels, soft targets)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.net(x) if stage == "train" else tta_logits(self.net, x, self.tta)
-        loss = self.loss_fn(logits, soft_targets[0] if soft_targets else y)
-        if stage == "train" and self.teacher is not None:
-            with torch.no_grad():
-                teacher_logits = self.teacher(x)
-            loss = self.distill(logits, teacher_logits, loss)
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        for trick in self.step_tricks:
+            optimizer_closure = trick.wrap_closure(self, optimizer, optimizer_closure)
+        optimizer.step(closure=optimizer_closure)
+
+    def _eval_step(self, batch, stage: str) -> None:
+        x, y = batch
+        x = self._layout(x)
+        logits = self.net(x) if self.eval_forward is None else self.eval_forward(self.net, x)
+        self._count(stage, logits, y, self.loss_fn(logits, y))
+
+    def _count(self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
         self.acc[f"{stage}_acc"].update(logits.detach(), y)
         # the loss once per image: a batch-size weighted mean, without a weight tensor copied from the host
         self.mean_loss[f"{stage}_loss"].update(loss.detach().expand(len(y)))
-        return loss
 
     def _log_epoch(self, stage: str) -> None:
         """The epoch's mean loss and accuracy. Logged as metric objects: Lightning computes them at the epoch's end
@@ -90,11 +122,6 @@ class TrickModule(L.LightningModule):
             return
         self.log(f"{stage}/loss", mean_loss)
         self.log(f"{stage}/acc", acc, prog_bar=True)
-
-    def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train")
-        self._log_interval(loss.detach())
-        return loss
 
     def _log_interval(self, loss: torch.Tensor) -> None:
         """The mean training loss of each logging interval, logged in the batch whose step logs reach the loggers
@@ -115,22 +142,22 @@ class TrickModule(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self):
         self._log_epoch("val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        # images per optimizer step, for optimizer.scale_lr_to_batch
-        global_batch = self.cfg.data.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
-        optimizer = build_optimizer(self, self.cfg.optimizer, global_batch)
-        scheduler = build_scheduler(
-            optimizer, self.cfg.scheduler, int(self.trainer.estimated_stepping_batches), self.trainer.max_epochs
+        optimizer = self.make_optimizer(self, self.trainer.world_size * self.trainer.accumulate_grad_batches)
+        if self.make_scheduler is None:
+            return optimizer
+        scheduler = self.make_scheduler(
+            optimizer, int(self.trainer.estimated_stepping_batches), self.trainer.max_epochs
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

@@ -92,6 +92,17 @@ def build_optimizer(model: nn.Module, cfg: DictConfig, global_batch: int) -> Opt
     return make(model.parameters(), lr=lr)
 
 
+def optimizer_factory(cfg: DictConfig, batch_size: int):
+    """TrickModule's optimizer factory: (model, replicas) -> build_optimizer for a global batch of batch_size x
+    replicas (devices x accumulated batches). cfg stays the run's node: tune=lr_find's lr reaches it."""
+    return lambda model, replicas: build_optimizer(model, cfg, batch_size * replicas)
+
+
+def scheduler_factory(cfg: DictConfig):
+    """TrickModule's scheduler factory: (optimizer, total steps, epochs) -> build_scheduler."""
+    return lambda optimizer, total_steps, max_epochs: build_scheduler(optimizer, cfg, total_steps, max_epochs)
+
+
 def _per_step(cls: type, kwargs: dict, steps_per_epoch: int) -> tuple[type, dict]:
     """An epoch-interval schedule as the per-step one that changes the lr at the same epoch boundaries."""
     if cls is StepLR:

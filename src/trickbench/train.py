@@ -4,6 +4,7 @@ results.json. train.py at the repo root is the Hydra entry point."""
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -13,15 +14,18 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench import search, speed, sweep, tuning
+from trickbench import optim, search, speed, sweep, tuning
 from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
 from trickbench.cli import LAST_CKPT, check_resume
 from trickbench.config import validate
+from trickbench.data import DATASETS
+from trickbench.data.batch_ops import tta_logits
 from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line, with_status
 from trickbench.models import build_model, count_params
 from trickbench.module import TrickModule
 from trickbench.results import device_name, git_info, versions, write_json
+from trickbench.tricks import StepTrick
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,34 @@ def _callbacks(cfg: DictConfig) -> list:
     if not cfg.trainer.get("enable_progress_bar", True):
         wanted.pop("progress_bar", None)
     return [instantiate(c) for c in wanted.values()]
+
+
+def build_step_tricks(cfg: DictConfig) -> list[StepTrick]:
+    """conf `step:`, in order (tricks/); a trick its own keys switch off (mixup/CutMix at alpha 0) is left out."""
+    tricks = [instantiate(node) for node in (cfg.get("step") or {}).values() if node is not None]
+    return [t for t in tricks if getattr(t, "active", True)]
+
+
+def build_module(cfg: DictConfig, net, num_classes: int, step_tricks=()) -> TrickModule:
+    """The LightningModule from the run's parts; eval.py builds it the same way, without step tricks."""
+    shape = DATASETS[cfg.data.name].shape
+    tta = (cfg.get("augment") or {}).get("tta")
+    return TrickModule(
+        net,
+        instantiate(cfg.loss),
+        num_classes,
+        optimizer=optim.optimizer_factory(cfg.optimizer, cfg.data.batch_size),
+        scheduler=optim.scheduler_factory(cfg.scheduler),
+        step_tricks=step_tricks,
+        eval_forward=None if tta in (None, "none") else partial(tta_logits, mode=tta),
+        channels_last=bool(cfg.model.get("channels_last")),
+        input_shape=shape,
+        # one image as the datamodule serves it (uint8; its on_after_batch_transfer normalizes it): the model summary
+        # runs it through the net for each layer's output shape and FLOPs. Not with compile: it would compile the net
+        # for a batch of one before training starts.
+        example_input=None if cfg.get("compile") else torch.zeros(1, *shape, dtype=torch.uint8),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
 def _plugins() -> list:
@@ -62,9 +94,10 @@ def run(cfg: DictConfig) -> dict:
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     _init_from_data(net, dm)
     net = speed.prepare_model(net, settings)
-    module = TrickModule(net, OmegaConf.to_container(cfg, resolve=True), dm.num_classes)
+    step_tricks = build_step_tricks(cfg)
+    module = build_module(cfg, net, dm.num_classes, step_tricks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = _callbacks(cfg) + ([speed.CompileClock()] if settings["compile"] else [])
+    callbacks = _callbacks(cfg) + step_tricks + ([speed.CompileClock()] if settings["compile"] else [])
     trainer = instantiate(
         cfg.trainer,
         precision=settings["precision"],

@@ -77,6 +77,6 @@ def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule
         )
         return stop
     log.info("lr_find: training with %s (plot: %s)", result["override"], out_dir / "lr_find.png")
-    for config in (cfg, module.cfg, module.hparams["config"]):  # the run's, the module's, the checkpoints'
+    for config in (cfg, module.hparams["config"]):  # the run's (the optimizer factory's node), the checkpoints'
         config["optimizer"]["lr"] = float(f"{lr:.3g}")
     return None

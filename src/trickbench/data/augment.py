@@ -1,17 +1,18 @@
 """Batch-wise input pipeline, run on the batch's device after transfer: uint8 -> float in [0,1] ->
 training-only augmentation (batch_ops.py: whole-batch tensor ops, random parameters per sample) ->
-normalization -> training-only mixup/CutMix (torchvision: one mixing weight per batch, soft targets)."""
+normalization. mixup/CutMix mix the batch inside the training step (tricks/mixing.py)."""
 
 import logging
 
 import kornia.augmentation as K
 import torch
 from torch import nn
-from torchvision.transforms import v2
 
 from trickbench.data import batch_ops
 from trickbench.data.batch_ops import TTA_MODES
-from trickbench.errors import ConfigError, is_int, is_number
+from trickbench.errors import ConfigError
+from trickbench.rules import Rule, check, integer, nonnegative, number, one_of, optional
+from trickbench.tricks import mixing
 
 log = logging.getLogger(__name__)
 
@@ -22,41 +23,43 @@ CROP_PADDING_MODES = ("constant", "reflect")
 JITTER_LIMITS = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.5}
 
 
-def _number_in(v, low: float, high: float = float("inf")) -> bool:
-    return is_number(v) and low <= v <= high
+def _is_range(low: float, high: float = float("inf")):
+    number_in = number(low, high)
+    return lambda v: v is not None and len(v) == 2 and all(number_in(b) for b in v) and v[0] <= v[1]
 
 
-def _is_range(v, low: float, high: float = float("inf")) -> bool:
-    return v is not None and len(v) == 2 and all(_number_in(b, low, high) for b in v) and v[0] <= v[1]
+class _ColorJitterRule:
+    """augment.color_jitter's keys, one by one: the error names the key."""
+
+    key = "augment.color_jitter"
+
+    def check(self, jitter, cfg=None) -> None:
+        for k, v in (jitter or {}).items():
+            if k not in JITTER_LIMITS:
+                raise ConfigError(f"{self.key}.{k}", v, f"not a key; keys: {list(JITTER_LIMITS)}")
+            if not number(0, JITTER_LIMITS[k])(v):
+                raise ConfigError(f"{self.key}.{k}", v, f"a number in [0, {JITTER_LIMITS[k]}]")
+
+
+# the conf/augment values these ops take (null: off); mixup/CutMix's are tricks/mixing.py's
+RULES = [
+    Rule("augment.pca_lighting", optional(nonnegative), "a number >= 0 (0: off)"),
+    Rule("augment.rotation", optional(nonnegative), "a number >= 0 (0: off)"),
+    Rule("augment.crop_padding", optional(integer(0)), "an integer >= 0 (0: off)"),
+    Rule("augment.crop_padding_mode", optional(one_of(CROP_PADDING_MODES)), f"one of {list(CROP_PADDING_MODES)}"),
+    Rule("augment.tta", optional(one_of(TTA_MODES)), f"one of {list(TTA_MODES)}"),
+    Rule("augment.erasing.p", number(0, 1), "a number in [0, 1]"),
+    Rule("augment.erasing.scale", _is_range(1e-6, 1), "[low, high] with 0 < low <= high <= 1 (fractions of the image)"),
+    Rule("augment.erasing.ratio", _is_range(1e-6), "[low, high] with 0 < low <= high (height / width)"),
+    Rule("augment.erasing.value", number(), "a number (pixel value in [0, 1] space)"),
+    _ColorJitterRule(),
+    Rule("data.normalize", one_of(NORMALIZE_MODES), f"one of {list(NORMALIZE_MODES)}"),
+]
 
 
 def check_augment(cfg) -> None:
-    """The conf/augment values these ops take, checked before any data is read."""
-    for key in ("mixup_alpha", "cutmix_alpha", "pca_lighting", "rotation"):
-        value = cfg.get(key) or 0
-        if not _number_in(value, 0):
-            raise ConfigError(f"augment.{key}", value, "a number >= 0 (0: off)")
-    padding = cfg.get("crop_padding") or 0
-    if not is_int(padding) or padding < 0:
-        raise ConfigError("augment.crop_padding", padding, "an integer >= 0 (0: off)")
-    for key, allowed, default in (("crop_padding_mode", CROP_PADDING_MODES, "constant"), ("tta", TTA_MODES, "none")):
-        if (cfg.get(key) or default) not in allowed:
-            raise ConfigError(f"augment.{key}", cfg.get(key), f"one of {list(allowed)}")
-    jitter = cfg.get("color_jitter") or {}
-    for key in jitter:
-        if key not in JITTER_LIMITS:
-            raise ConfigError(f"augment.color_jitter.{key}", jitter[key], f"not a key; keys: {list(JITTER_LIMITS)}")
-        if not _number_in(jitter[key], 0, JITTER_LIMITS[key]):
-            raise ConfigError(f"augment.color_jitter.{key}", jitter[key], f"a number in [0, {JITTER_LIMITS[key]}]")
-    erasing = cfg.get("erasing") or {}
-    for key, ok, allowed in (
-        ("p", lambda v: _number_in(v, 0, 1), "a number in [0, 1]"),
-        ("scale", lambda v: _is_range(v, 1e-6, 1), "[low, high] with 0 < low <= high <= 1 (fractions of the image)"),
-        ("ratio", lambda v: _is_range(v, 1e-6), "[low, high] with 0 < low <= high (height / width)"),
-        ("value", is_number, "a number (pixel value in [0, 1] space)"),
-    ):
-        if erasing and not ok(erasing.get(key)):
-            raise ConfigError(f"augment.erasing.{key}", erasing.get(key), allowed)
+    """The conf/augment values, checked before any data is read: these ops' and mixup/CutMix's (a step trick)."""
+    check({"augment": cfg or {}}, [r for r in [*RULES, *mixing.RULES] if r.key.startswith("augment.")])
 
 
 class BatchOp(nn.Module):
@@ -106,20 +109,6 @@ def build_augmentation(cfg, image_size: tuple[int, int], channels: int = 3, ligh
     return nn.Sequential(*ops) if ops else None
 
 
-def build_mixing(cfg, num_classes: int) -> nn.Module | None:
-    """mixup (augment.mixup_alpha) and CutMix (augment.cutmix_alpha): (x, y) -> (mixed x, soft targets), one
-    Beta(alpha, alpha) weight per batch, each image mixed with its neighbour in the shuffled batch. With both
-    alphas > 0, each batch gets one of the two, chosen at random (as timm and torchvision's references do)."""
-    mixes = []
-    if cfg.get("mixup_alpha"):
-        mixes.append(v2.MixUp(alpha=float(cfg["mixup_alpha"]), num_classes=num_classes))
-    if cfg.get("cutmix_alpha"):
-        mixes.append(v2.CutMix(alpha=float(cfg["cutmix_alpha"]), num_classes=num_classes))
-    if len(mixes) > 1:
-        return v2.RandomChoice(mixes)
-    return mixes[0] if mixes else None
-
-
 class PCALighting(nn.Module):
     """AlexNet's lighting noise (Krizhevsky et al. 2012): every pixel of an image gets the same offset
     eigvec @ (alpha * eigval), alpha ~ N(0, std) drawn per image and per eigenvector of the train split's
@@ -148,15 +137,12 @@ class BatchTransform(nn.Module):
         std=None,
         *,
         channels: int = 3,
-        num_classes: int = 10,
         lighting=None,
     ):
         super().__init__()
-        if normalize not in NORMALIZE_MODES:
-            raise ConfigError("data.normalize", normalize, f"one of {list(NORMALIZE_MODES)}")
+        check({"data": {"normalize": normalize}}, RULES)
         self.normalize = normalize
         self.augment = build_augmentation(augment_cfg or {}, image_size, channels, lighting)
-        self.mix = build_mixing(augment_cfg or {}, num_classes)  # the datamodule applies it to training batches
         for name, stat in (("mean", mean), ("std", std)):
             stat = None if stat is None else torch.as_tensor(stat, dtype=torch.float32).view(1, -1, 1, 1)
             self.register_buffer(name, stat, persistent=False)

@@ -125,7 +125,6 @@ class ImageDataModule(L.LightningDataModule):
             mean,
             std,
             channels=self.shape[0],
-            num_classes=self.num_classes,
             lighting=(lighting["eigval"], lighting["eigvec"]) if lighting else None,
         )
         self._data = None  # the splits hold their own copies
@@ -176,8 +175,4 @@ class ImageDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         if training:  # augmentation and dropout draw from (seed, step): a resumed run replays them
             seed_step(mixed_seed(self.seed, self.trainer.global_step, self.trainer.global_rank), x.device)
-        x = self.transform(x, train=training)
-        if training and self.transform.mix is not None:  # y stays: train accuracy counts the original labels
-            x, soft_targets = self.transform.mix(x, y)
-            return x, y, soft_targets
-        return x, y
+        return self.transform(x, train=training), y

@@ -1,0 +1,104 @@
+"""The one validation layer. A Rule is one key's type or range check, declared once, beside the code that uses the key
+(that module's RULES list); config.validate runs every module's rules before any data is read, and a builder called
+on its own (tests, notebooks) checks its node with the same Rule objects. Every failure is one line: key=value and
+what is allowed (errors.ConfigError)."""
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trickbench.errors import ConfigError, is_int, is_number
+
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """key's value must pass ok(value); allowed says what is allowed."""
+
+    key: str
+    ok: Callable[[Any], bool]
+    allowed: str
+
+    def check(self, value, cfg=None) -> None:
+        if not self.ok(value):
+            raise ConfigError(self.key, value, self.allowed)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A limit set by another key: ok(value, cfg) with cfg the whole config, checked after every Rule (so both keys
+    have their types); a null value is not checked."""
+
+    key: str
+    ok: Callable[[Any, Any], bool]
+    allowed: Callable[[Any], str]
+
+    def check(self, value, cfg=None) -> None:
+        if value is not None and not self.ok(value, cfg):
+            raise ConfigError(self.key, value, self.allowed(cfg))
+
+
+def select(cfg, key: str):
+    """cfg's value at a dotted key, MISSING when the config lacks it (or a node above it is null)."""
+    node = cfg
+    for part in key.split("."):
+        if isinstance(node, DictConfig) and part in node.keys() and OmegaConf.is_missing(node, part):
+            return "???"  # a mandatory value never given: the rule names it (`in` says a missing key is absent)
+        if not isinstance(node, (Mapping, DictConfig)) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def check(cfg, rules: Iterable[Rule | Relation], prefix: str = "") -> None:
+    """Every rule whose key cfg has (a key the config lacks, e.g. model.conv_dropout of resnet18, is not checked),
+    Rules before Relations. prefix: cfg is the node at that key, as a builder holds it (check(cfg.optimizer, RULES,
+    "optimizer")); Relations need the whole config and are then skipped."""
+    if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    rules = sorted(rules, key=lambda r: isinstance(r, Relation))  # stable: declared order within each kind
+    for rule in rules:
+        if prefix and (isinstance(rule, Relation) or not rule.key.startswith(f"{prefix}.")):
+            continue
+        value = select(cfg, rule.key.removeprefix(f"{prefix}.") if prefix else rule.key)
+        if value is not MISSING:
+            rule.check(value, cfg)
+
+
+# ---- predicates the rules are written with
+def integer(low: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: is_int(v) and (low is None or v >= low)
+
+
+def number(low: float = -math.inf, high: float = math.inf, *, open_low=False, open_high=False) -> Callable:
+    """A number in [low, high]; open_low/open_high exclude the bound."""
+
+    def ok(v) -> bool:
+        if not is_number(v) or math.isnan(v):
+            return False
+        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+
+    return ok
+
+
+def one_of(options: Iterable) -> Callable[[Any], bool]:
+    options = tuple(options)
+    return lambda v: v in options
+
+
+def optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """ok, or null."""
+    return lambda v: v is None or ok(v)
+
+
+def boolean(v) -> bool:
+    return isinstance(v, bool)
+
+
+positive = number(0, open_low=True)
+nonnegative = number(0)
+fraction = number(0, 1, open_high=True)  # [0, 1): dropout, label smoothing, momentum
