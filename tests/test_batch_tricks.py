@@ -278,8 +278,9 @@ def test_distillation_loss_equals_the_formula_on_known_logits():
     ],
 )
 def test_bad_distill_values_are_config_errors(node, error_key):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError) as err:  # the rules validate() runs, then the trick's own refusal of null
         check(OmegaConf.create({"distill": node}), distill.RULES)
+        distill.Distill(**node)
     assert str(err.value).startswith(error_key)
 
 

@@ -200,7 +200,7 @@ def test_tricks_that_both_choose_a_schedule_are_rejected():
 
 
 BAD = [
-    ("scheduler.warmup_epochs", "10", 10, "an integer >= 0 and < trainer.max_epochs (10)"),
+    ("scheduler.warmup_epochs", "10", 10, "less than trainer.max_epochs=10"),
     ("scheduler.warmup_epochs", "-1", -1, "an integer >= 0"),
     ("scheduler.warmup_epochs", "1.5", 1.5, "an integer >= 0"),
     ("scheduler.warmup_start_factor", "0", 0, "a number in (0, 1]"),

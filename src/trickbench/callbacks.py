@@ -14,6 +14,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from trickbench.errors import Diverged
+from trickbench.rules import Rule, number
+
+RULES = [Rule("callbacks.first_loss.factor", number(1, open_low=True), "a number > 1 (how far from ln(classes))")]
 
 log = logging.getLogger(__name__)
 

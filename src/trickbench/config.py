@@ -1,22 +1,23 @@
-"""Checks that run before any data is touched. Every failure is a ConfigError whose message starts
-with key=value and what is allowed."""
+"""The config before any data is touched: composing it from Python, running every module's rules (rules.py) and
+refusing two tricks that set the same key. Every failure is a ConfigError whose message starts with key=value and
+what is allowed."""
 
+import importlib
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench.data.augment import NORMALIZE_MODES
-from trickbench.data.registry import DATASETS
-from trickbench.errors import ConfigError, is_int, is_number
-from trickbench.optim import check_optimizer, check_scheduler
-from trickbench.speed import MATMUL_PRECISIONS
+from trickbench import callbacks, optim, speed, tuning
+from trickbench.data import augment, datamodule
+from trickbench.errors import ConfigError
+from trickbench.models import transfer
+from trickbench.rules import Rule, check, fraction, integer
+from trickbench.tricks import distill
 
-_MISSING = object()
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -36,80 +37,50 @@ def compose_run_config(overrides: list[str], out_dir: Path | None = None) -> Dic
     return cfg
 
 
-def _is_file(v) -> bool:
-    return isinstance(v, str) and Path(to_absolute_path(v)).is_file()
-
-
-# key, test, what is allowed. A key the config does not have (e.g. model.conv_dropout of resnet18) is not checked.
+# Keys no module of ours reads itself (the Trainer's, torch's loss, the seed), and the models' until models/ has its own
+# list. Every other key's rules live beside the code that uses it, as that module's RULES.
 RULES = [
-    ("seed", is_int, "an integer"),
-    ("data.split_seed", is_int, "an integer"),
-    ("optimizer.lr", lambda v: is_number(v) and v > 0, "a number > 0"),
-    ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    ("data.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.eval_batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.val_size", lambda v: is_int(v) and v >= 1, "an integer >= 1, below the train set size"),
-    ("data.subset", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2"),
-    ("data.normalize", lambda v: v in NORMALIZE_MODES, f"one of {list(NORMALIZE_MODES)}"),
-    # here, not only in ImageDataModule: instantiate() wraps a constructor's ConfigError into a traceback
-    ("data.name", lambda v: v in DATASETS, f"one of {sorted(DATASETS)}"),
-    ("model.dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("model.conv_dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("trainer.max_epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    ("optimizer.momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("loss.label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    ("augment.mixup_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0: off)"),
-    ("augment.cutmix_alpha", lambda v: is_number(v) and v >= 0, "a number >= 0 (0: off)"),
-    ("scheduler.warmup_epochs", lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no warmup)"),
-    ("scheduler.warmup_start_factor", lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    ("data.on_device", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
-    ("model.channels_last", lambda v: isinstance(v, bool), "true or false"),
-    ("trainer.benchmark", lambda v: v is None or isinstance(v, bool), "null (auto), true or false"),
-    ("trainer.sync_batchnorm", lambda v: v is None or isinstance(v, bool), "null (auto), true or false"),
-    ("matmul_precision", lambda v: v is None or v in MATMUL_PRECISIONS, f"null or one of {list(MATMUL_PRECISIONS)}"),
-    ("compile", lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""), "false, true or a backend name"),
-    ("distill.teacher_ckpt", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
-    ("model.init_from", lambda v: v is None or _is_file(v), "null or an existing .ckpt file written by train.py"),
-    ("model.freeze_backbone", lambda v: isinstance(v, bool), "true or false"),
-    ("callbacks.first_loss.factor", lambda v: is_number(v) and v > 1, "a number > 1 (how far from ln(classes))"),
-    ("tune.apply", lambda v: isinstance(v, bool), "true (train with the suggested lr) or false (print it and stop)"),
-    ("tune.min_lr", lambda v: is_number(v) and v > 0, "a number > 0"),
-    ("tune.max_lr", lambda v: is_number(v) and v > 0, "a number > 0, above tune.min_lr"),
-    ("tune.num_training", lambda v: is_int(v) and v >= 13, "an integer >= 13 (the suggestion skips 10 steps + 1)"),
-    ("tune.mode", lambda v: v in ("exponential", "linear"), "exponential or linear"),
+    Rule("seed", integer(), "an integer"),
+    Rule("trainer.max_epochs", integer(1), "an integer >= 1"),
+    Rule("loss.label_smoothing", fraction, "a number in [0, 1)"),
+    Rule("model.dropout", fraction, "a number in [0, 1)"),
+    Rule("model.conv_dropout", fraction, "a number in [0, 1)"),
+]
+CORE_RULES = [
+    *RULES,
+    *datamodule.RULES,
+    *augment.RULES,
+    *optim.RULES,
+    *speed.RULES,
+    *transfer.RULES,
+    *callbacks.RULES,
+    *tuning.RULES,
+    *distill.RULES,  # also without trick=distill: a distill node the user wrote by hand
 ]
 
-# key, test(value, cfg), what is allowed given cfg: limits set by another key, checked once every key has its type.
-RELATIONS = [
-    (
-        "scheduler.warmup_epochs",
-        lambda v, cfg: v < cfg.trainer.max_epochs,
-        lambda cfg: f"less than trainer.max_epochs={cfg.trainer.max_epochs} (the warmup must end before training does)",
-    ),
-    (
-        "data.val_size",
-        lambda v, cfg: cfg.data.get("subset") is None or v < cfg.data.subset,
-        lambda cfg: f"less than data.subset={cfg.data.subset} (the subset is split into train and val)",
-    ),
-    (
-        "tune.max_lr",
-        lambda v, cfg: v > cfg.tune.min_lr,
-        lambda cfg: f"a number above tune.min_lr={cfg.tune.min_lr}",
-    ),
-]
+
+def target_rules(cfg: DictConfig) -> list:
+    """The RULES of every module of ours that the config instantiates by _target_ (step tricks, callbacks): a trick's
+    rules live in its own file and are found from its yaml, with no list to edit here."""
+    modules, found = set(), []
+    stack = [OmegaConf.to_container(cfg, resolve=False)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str) and target.startswith("trickbench.") and "." in target:
+                modules.add(target.rsplit(".", 1)[0])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    for name in sorted(modules):
+        found += getattr(importlib.import_module(name), "RULES", [])
+    return found
 
 
 def validate(cfg: DictConfig) -> None:
-    for key, ok, allowed in RULES:
-        value = OmegaConf.select(cfg, key, default=_MISSING)
-        if value is not _MISSING and not ok(value):
-            raise ConfigError(key, value, allowed)
-    for key, ok, allowed in RELATIONS:
-        value = OmegaConf.select(cfg, key, default=_MISSING)
-        if value is not _MISSING and value is not None and not ok(value, cfg):
-            raise ConfigError(key, value, allowed(cfg))
-    check_optimizer(cfg.optimizer)
-    check_scheduler(cfg.scheduler, cfg.trainer.max_epochs)
+    """Every rule of every module, before any data is read: types and ranges first, then limits set by other keys."""
+    check(cfg, [*CORE_RULES, *target_rules(cfg)])
     if HydraConfig.initialized():  # trick choices live in Hydra's record of the command line
         check_trick_conflicts(selected_tricks(), trick_dir())
 

@@ -9,7 +9,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
 
-from trickbench.errors import ConfigError, is_int, is_number
+from trickbench.errors import ConfigError
+from trickbench.rules import Relation, Rule, boolean, check, fraction, integer, nonnegative, number, optional, positive
 
 log = logging.getLogger(__name__)
 
@@ -21,24 +22,33 @@ RUN_LENGTH_ARGS = ("T_max", "total_iters")
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
 
+RULES = [
+    Rule("optimizer.lr", positive, "a number > 0"),
+    Rule("optimizer.weight_decay", nonnegative, "a number >= 0"),
+    Rule("optimizer.momentum", fraction, "a number in [0, 1)"),
+    Rule(
+        "optimizer.scale_lr_to_batch", optional(integer(1)), "null (off) or the reference batch size, an integer >= 1"
+    ),
+    Rule("optimizer.no_bias_decay", boolean, "true or false"),
+    Rule("optimizer.norm_lr_scale", positive, "a number > 0: the lr multiplier of norm layers (1: off)"),
+    Rule("scheduler.warmup_epochs", integer(0), "an integer >= 0 (0: no warmup)"),
+    Rule("scheduler.warmup_start_factor", number(0, 1, open_low=True), "a number in (0, 1]"),
+    Relation(
+        "scheduler.warmup_epochs",
+        lambda v, cfg: v < cfg.trainer.max_epochs,
+        lambda cfg: f"less than trainer.max_epochs={cfg.trainer.max_epochs} (the warmup must end before training does)",
+    ),
+]
+
+
 def check_optimizer(cfg: DictConfig) -> None:
-    ref = cfg.get("scale_lr_to_batch")
-    if ref is not None and not (is_int(ref) and ref >= 1):
-        raise ConfigError("optimizer.scale_lr_to_batch", ref, "null (off) or the reference batch size, an integer >= 1")
-    if not isinstance(cfg.get("no_bias_decay", False), bool):
-        raise ConfigError("optimizer.no_bias_decay", cfg.no_bias_decay, "true or false")
-    scale = cfg.get("norm_lr_scale", 1.0)
-    if not (is_number(scale) and scale > 0):
-        raise ConfigError("optimizer.norm_lr_scale", scale, "a number > 0: the lr multiplier of norm layers (1: off)")
+    check(cfg, RULES, "optimizer")
 
 
 def check_scheduler(cfg: DictConfig, max_epochs: int) -> None:
-    warmup = cfg.get("warmup_epochs", 0)
-    if not (is_int(warmup) and 0 <= warmup < max_epochs):
-        raise ConfigError("scheduler.warmup_epochs", warmup, f"an integer >= 0 and < trainer.max_epochs ({max_epochs})")
-    start = cfg.get("warmup_start_factor", 1e-3)
-    if not (is_number(start) and 0 < start <= 1):
-        raise ConfigError("scheduler.warmup_start_factor", start, "a number in (0, 1]")
+    check(
+        {"scheduler": cfg, "trainer": {"max_epochs": max_epochs}}, [r for r in RULES if r.key.startswith("scheduler.")]
+    )
 
 
 def scaled_lr(cfg: DictConfig, global_batch: int) -> float:

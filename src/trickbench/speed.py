@@ -12,9 +12,17 @@ from omegaconf import DictConfig
 from torch import nn
 
 from trickbench.callbacks import synchronize
+from trickbench.rules import Rule, boolean, one_of, optional
 
 log = logging.getLogger(__name__)
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+RULES = [
+    Rule("trainer.benchmark", optional(boolean), "null (auto), true or false"),
+    Rule("trainer.sync_batchnorm", optional(boolean), "null (auto), true or false"),
+    Rule("matmul_precision", optional(one_of(MATMUL_PRECISIONS)), f"null or one of {list(MATMUL_PRECISIONS)}"),
+    Rule("compile", lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""), "false, true or a backend name"),
+    Rule("model.channels_last", boolean, "true or false"),
+]
 
 
 def on_gpu(trainer_cfg: DictConfig) -> bool:

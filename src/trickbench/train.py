@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -39,7 +40,20 @@ def _callbacks(cfg: DictConfig) -> list:
 
 def build_step_tricks(cfg: DictConfig) -> list[StepTrick]:
     """conf `step:`, in order (tricks/); a trick its own keys switch off (mixup/CutMix at alpha 0) is left out."""
-    tricks = [instantiate(node) for node in (cfg.get("step") or {}).values() if node is not None]
+    tricks = []
+    for name, node in (cfg.get("step") or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            raise ConfigError(
+                f"step.{name}", OmegaConf.to_container(node), "a node with a _target_ (a StepTrick class)"
+            )
+        try:
+            tricks.append(instantiate(node))
+        except InstantiationException as e:  # Hydra wraps a trick's one-line error into a traceback
+            if isinstance(e.__cause__, TrickbenchError):
+                raise e.__cause__ from None
+            raise
     return [t for t in tricks if getattr(t, "active", True)]
 
 
@@ -87,6 +101,7 @@ def run(cfg: DictConfig) -> dict:
     sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs * sweep.cpu_ranks(cfg.trainer)))
     settings = speed.resolve(cfg)
     speed.apply_backend_flags(settings)
+    step_tricks = build_step_tricks(cfg)  # a trick's missing value (distill's teacher) fails before any data is read
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
     dm.prepare_data()  # bad data fails here, before the model, the Trainer and their start-up lines
     dm.check_ranks(sweep.processes(cfg.trainer))
@@ -94,7 +109,6 @@ def run(cfg: DictConfig) -> dict:
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     _init_from_data(net, dm)
     net = speed.prepare_model(net, settings)
-    step_tricks = build_step_tricks(cfg)
     module = build_module(cfg, net, dm.num_classes, step_tricks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = _callbacks(cfg) + step_tricks + ([speed.CompileClock()] if settings["compile"] else [])

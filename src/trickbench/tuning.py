@@ -12,6 +12,18 @@ from omegaconf import DictConfig
 
 from trickbench.optim import scaled_lr
 from trickbench.results import write_json
+from trickbench.rules import Relation, Rule, boolean, integer, one_of, positive
+
+RULES = [
+    Rule("tune.apply", boolean, "true (train with the suggested lr) or false (print it and stop)"),
+    Rule("tune.min_lr", positive, "a number > 0"),
+    Rule("tune.max_lr", positive, "a number > 0, above tune.min_lr"),
+    Rule("tune.num_training", integer(13), "an integer >= 13 (the suggestion skips 10 steps + 1)"),
+    Rule("tune.mode", one_of(("exponential", "linear")), "exponential or linear"),
+    Relation(
+        "tune.max_lr", lambda v, cfg: v > cfg.tune.min_lr, lambda cfg: f"a number above tune.min_lr={cfg.tune.min_lr}"
+    ),
+]
 
 log = logging.getLogger(__name__)
 

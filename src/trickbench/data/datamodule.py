@@ -15,6 +15,22 @@ from trickbench.data.registry import DATASETS
 from trickbench.data.sources import load_official
 from trickbench.data.store import DatasetStore
 from trickbench.errors import ConfigError
+from trickbench.rules import Relation, Rule, check, integer, one_of, optional
+
+RULES = [
+    Rule("data.name", one_of(DATASETS), f"one of {sorted(DATASETS)}"),
+    Rule("data.split_seed", integer(), "an integer"),
+    Rule("data.batch_size", integer(1), "an integer >= 1"),
+    Rule("data.eval_batch_size", integer(1), "an integer >= 1"),
+    Rule("data.val_size", integer(1), "an integer >= 1, below the train set size"),
+    Rule("data.subset", optional(integer(2)), "null or an integer >= 2"),
+    Rule("data.on_device", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
+    Relation(
+        "data.val_size",
+        lambda v, cfg: cfg.data.get("subset") is None or v < cfg.data.subset,
+        lambda cfg: f"less than data.subset={cfg.data.subset} (the subset is split into train and val)",
+    ),
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +53,7 @@ class ImageDataModule(L.LightningDataModule):
         on_device="auto",
     ):
         super().__init__()
-        if name not in DATASETS:
-            raise ConfigError("data.name", name, f"one of {sorted(DATASETS)}")
+        check({"data": {"name": name}}, RULES)  # before the registry lookup; the rest in prepare_data
         self.name, self.spec = name, DATASETS[name]
         # against the directory the command started from, even if Hydra changes into the run dir
         self.source = Path(to_absolute_path(str(Path(source).expanduser()))) if source else None
@@ -66,9 +81,10 @@ class ImageDataModule(L.LightningDataModule):
         """Decode and cache once; check the split sizes before any training starts."""
         if self.transform is not None:  # Lightning calls this again before test; the splits are made
             return
-        check_augment(self.augment_cfg)  # here, not in __init__: Hydra's instantiate would wrap the ConfigError
-        if not (self.on_device == "auto" or isinstance(self.on_device, bool)):
-            raise ConfigError("data.on_device", self.on_device, "auto, true or false")
+        # here, not in __init__: Hydra's instantiate would wrap the ConfigError
+        check_augment(self.augment_cfg)
+        own = ("split_seed", "batch_size", "eval_batch_size", "val_size", "subset", "on_device")
+        check({"data": {key: getattr(self, key) for key in own}}, RULES)
         if self._data is None:
             store = DatasetStore(self.name, self.spec, self.root, self.download, load_official)
             self._data, self.cache_hit = store.load(self.source)

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from hydra.utils import to_absolute_path
 from torch import nn
 
+from trickbench.errors import ConfigError
 from trickbench.models.teacher import load_teacher
-from trickbench.rules import Rule, number, positive
+from trickbench.rules import Rule, number, optional, positive
 from trickbench.tricks.base import StepTrick
 
 TEACHER_HINT = "an existing .ckpt file written by train.py: trick=distill distill.teacher_ckpt=PATH"
@@ -30,7 +31,9 @@ def _is_file(v) -> bool:
 RULES = [
     Rule("distill.T", positive, "a number > 0 (the softmax temperature)"),
     Rule("distill.alpha", number(0, 1), "a number in [0, 1] (the soft targets' weight)"),
-    Rule("distill.teacher_ckpt", _is_file, TEACHER_HINT),  # last: the numbers are wrong whatever the file
+    # last: the numbers are wrong whatever the file. Null passes here (trick=distill composes alone, as every
+    # option does) and is refused when the trick is built, before any data is read.
+    Rule("distill.teacher_ckpt", optional(_is_file), f"null or {TEACHER_HINT}"),
 ]
 
 
@@ -43,6 +46,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, hard_loss: t
 
 class Distill(StepTrick):
     def __init__(self, teacher_ckpt: str, T: float = 20.0, alpha: float = 0.5):
+        if teacher_ckpt is None:
+            raise ConfigError("distill.teacher_ckpt", None, TEACHER_HINT)
         self.teacher_ckpt, self.T, self.alpha = teacher_ckpt, T, alpha
         self.teacher: nn.Module | None = None  # an attribute of this callback: outside the student's state_dict
 
