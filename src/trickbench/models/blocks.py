@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from trickbench.nn.norm import NormSpec
 
@@ -43,7 +44,10 @@ class ConvBlock(nn.Sequential):
 class Stage(nn.Module):
     """convs, then pooling; with skip: out = pool(convs(x)) + shortcut(x), the shortcut being the identity
     or, when the shape changes, a 1x1 conv with the block's stride. post_act: an activation after the sum
-    (ResNet's basic block). avg_down: a strided shortcut average-pools, then convolves with stride 1 (ResNet-D)."""
+    (ResNet's basic block). avg_down: a strided shortcut average-pools, then convolves with stride 1 (ResNet-D).
+    drop: in training, each sample's pool(convs(x)) is zeroed with this probability and otherwise scaled by
+    1 / (1 - drop) (stochastic depth, torchvision's StochasticDepth in row mode); the shortcut is never dropped, and
+    in eval the block is unchanged. Needs skip."""
 
     def __init__(
         self,
@@ -56,8 +60,11 @@ class Stage(nn.Module):
         skip: bool = False,
         post_act: bool = False,
         avg_down: bool = False,
+        drop: float = 0.0,
     ):
         super().__init__()
+        if drop and not skip:
+            raise ValueError("Stage: drop (stochastic depth) needs skip: without a shortcut the whole output would go")
         self.convs = nn.Sequential(*convs)
         self.pool = _pool(pool)
         total_stride = stride * (2 if self.pool is not None else 1)
@@ -75,11 +82,15 @@ class Stage(nn.Module):
                     kit.norm.conv(cout),
                 )
         self.post_act = kit.act() if post_act else None
+        # no parameters or buffers: a checkpoint loads with or without it
+        self.drop = StochasticDepth(drop, mode="row") if drop else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.convs(x)
         if self.pool is not None:
             out = self.pool(out)
+        if self.drop is not None:
+            out = self.drop(out)
         if self.shortcut is not None:
             out = out + self.shortcut(x)
         return self.post_act(out) if self.post_act is not None else out

@@ -5,11 +5,16 @@ Bag-of-Tricks tweaks (He et al. 2019) as options:
 - model.stem: cifar (conv3x3 s1), imagenet (conv7x7 s2 + max-pool), deep (three conv3x3 + max-pool);
   null picks deep for variant c, else cifar.
 - model.zero_init_residual: the last norm's gamma of every residual block starts at 0, so each block starts as
-  act(shortcut(x))."""
+  act(shortcut(x)).
+- model.stochastic_depth (Huang et al. 2016, "Deep Networks with Stochastic Depth"): the drop probability p of the
+  last residual block; block l of L drops with l / L x p (the paper's linear decay of survival). In training each
+  sample's residual branch is dropped (the block gives act(shortcut(x))) or scaled by 1 / (1 - p_l); in eval every
+  block is kept as it is. The paper drops a block for the whole mini-batch and scales at test time; this is the
+  per-sample form of torchvision's StochasticDepth (mode row), the same in expectation."""
 
 from torch import nn
 
-from trickbench.errors import ConfigError
+from trickbench.errors import ConfigError, is_number
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage
 from trickbench.models.registry import register_model
 
@@ -27,12 +32,12 @@ def _stem(cin: int, width: int, kit: LayerKit, stem: str) -> list[nn.Module]:
     return [ConvBlock(cin, half, kit, 3, 2), ConvBlock(half, half, kit, 3), ConvBlock(half, width, kit, 3), pool]
 
 
-def _basic_block(cin, planes, stride, kit, skip, variant):
+def _basic_block(cin, planes, stride, kit, skip, variant, drop):
     convs = [ConvBlock(cin, planes, kit, 3, stride), ConvBlock(planes, planes, kit, 3, act=False)]
-    return Stage(convs, cin, planes, kit, stride=stride, skip=skip, post_act=True, avg_down=variant == "d")
+    return Stage(convs, cin, planes, kit, stride=stride, skip=skip, post_act=True, avg_down=variant == "d", drop=drop)
 
 
-def _bottleneck(cin, planes, stride, kit, skip, variant):
+def _bottleneck(cin, planes, stride, kit, skip, variant, drop):
     # ResNet-B: a strided 1x1 conv skips 3 pixels in 4; on the 3x3 the stride reads them all
     s1, s3 = (stride, 1) if variant == "a" else (1, stride)
     convs = [
@@ -40,7 +45,9 @@ def _bottleneck(cin, planes, stride, kit, skip, variant):
         ConvBlock(planes, planes, kit, 3, s3),
         ConvBlock(planes, 4 * planes, kit, 1, act=False),
     ]
-    return Stage(convs, cin, 4 * planes, kit, stride=stride, skip=skip, post_act=True, avg_down=variant == "d")
+    return Stage(
+        convs, cin, 4 * planes, kit, stride=stride, skip=skip, post_act=True, avg_down=variant == "d", drop=drop
+    )
 
 
 def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual) -> str:
@@ -77,13 +84,28 @@ def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual
     return stem or ("deep" if variant == "c" else "cifar")
 
 
-def _resnet(in_shape, num_classes, kit, name, bottleneck, width, blocks, skip, dropout, stem, variant, zero_gamma):
+def _check_stochastic_depth(p, skip) -> None:
+    if not (is_number(p) and 0 <= p < 1):
+        raise ConfigError("model.stochastic_depth", p, "a number in [0, 1): the last residual block's drop probability")
+    if p and not skip:
+        raise ConfigError("model.stochastic_depth", p, "model.skip=false has no residual branch to drop; allowed: 0")
+
+
+def drop_schedule(p_last: float, n_blocks: int) -> list[float]:
+    """Stochastic depth's linear decay: block l = 1..L drops with probability l / L x p_last."""
+    return [p_last * (i + 1) / n_blocks for i in range(n_blocks)]
+
+
+def _resnet(in_shape, num_classes, kit, name, bottleneck, width, blocks, skip, dropout, stem, variant, zero_gamma, sd):
     stem = _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_gamma)
+    _check_stochastic_depth(sd, skip)
+    drops = iter(drop_schedule(sd, sum(blocks)))
     make_block, expansion = (_bottleneck, 4) if bottleneck else (_basic_block, 1)
     layers, cin = _stem(in_shape[0], width, kit, stem), width
     for i, n in enumerate(blocks):
         for j in range(n):
-            block = make_block(cin, width * 2**i, 2 if (i > 0 and j == 0) else 1, kit, skip, variant)
+            stride = 2 if (i > 0 and j == 0) else 1
+            block = make_block(cin, width * 2**i, stride, kit, skip, variant, next(drops))
             if zero_gamma:  # init functions (nn/init.py) touch conv and linear weights only, so this stays 0
                 nn.init.zeros_(block.convs[-1][1].weight)  # the last ConvBlock is conv -> norm
             layers.append(block)
@@ -105,8 +127,9 @@ def _register(name: str, bottleneck: bool, width: int, blocks: tuple[int, ...]) 
         stem=None,
         variant="a",
         zero_init_residual=False,
+        stochastic_depth=0.0,
     ):
-        args = (width, blocks, skip, dropout, stem, variant, zero_init_residual)
+        args = (width, blocks, skip, dropout, stem, variant, zero_init_residual, stochastic_depth)
         return _resnet(in_shape, num_classes, kit, name, bottleneck, *args)
 
     builder.__name__ = name
