@@ -50,7 +50,13 @@ def check_forward_backward(net: nn.Module, shape, batch: int) -> None:
 # Each option varied alone; the grid below adds the model x norm cells where neither is the default
 # (a cell with a default on one side is the other side varied alone).
 SLIM = {"model=resnet50": ["model.width=8"]}  # full width is covered by test_resnet_tricks; here it costs a minute
-ALONE = [[f"{g}={o}", *SLIM.get(f"{g}={o}", [])] for g in ("model", "activation", "norm", "init") for o in options(g)]
+# Some model presets choose their own norm (ResNets: batch, test_model_defaults.py); alone = with train.yaml's norm.
+OWN_NORM = {f"model={m}": [f"norm={DEFAULTS['norm']}"] for m in ("resnet18", "resnet20", "resnet50", "speednet")}
+ALONE = [
+    [f"{g}={o}", *SLIM.get(f"{g}={o}", []), *OWN_NORM.get(f"{g}={o}", [])]
+    for g in ("model", "activation", "norm", "init")
+    for o in options(g)
+]
 GRID = [
     [f"model={m}", f"norm={n}", *SLIM.get(f"model={m}", [])]
     for m in options("model")
