@@ -11,10 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench import callbacks, optim, speed, tuning
+from trickbench import callbacks, models, optim, speed, tuning
 from trickbench.data import augment, datamodule
 from trickbench.errors import ConfigError
-from trickbench.models import transfer
 from trickbench.rules import Rule, check, fraction, integer
 from trickbench.tricks import distill
 
@@ -37,14 +36,12 @@ def compose_run_config(overrides: list[str], out_dir: Path | None = None) -> Dic
     return cfg
 
 
-# Keys no module of ours reads itself (the Trainer's, torch's loss, the seed), and the models' until models/ has its own
-# list. Every other key's rules live beside the code that uses it, as that module's RULES.
+# Keys no module of ours reads itself (the seed, the Trainer's, torch's loss). Every other key's rules live beside the
+# code that uses it, as that module's RULES.
 RULES = [
     Rule("seed", integer(), "an integer"),
     Rule("trainer.max_epochs", integer(1), "an integer >= 1"),
     Rule("loss.label_smoothing", fraction, "a number in [0, 1)"),
-    Rule("model.dropout", fraction, "a number in [0, 1)"),
-    Rule("model.conv_dropout", fraction, "a number in [0, 1)"),
 ]
 CORE_RULES = [
     *RULES,
@@ -52,7 +49,7 @@ CORE_RULES = [
     *augment.RULES,
     *optim.RULES,
     *speed.RULES,
-    *transfer.RULES,
+    *models.RULES,
     *callbacks.RULES,
     *tuning.RULES,
     *distill.RULES,  # also without trick=distill: a distill node the user wrote by hand

@@ -9,8 +9,14 @@ from trickbench.errors import ConfigError
 from trickbench.models import transfer
 from trickbench.models.blocks import LayerKit
 from trickbench.nn import init_weights, make_activation, make_norm_spec
+from trickbench.rules import Rule, fraction
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+# options several models share; a model's own options are checked where it is built (resnet.py has its own RULES)
+RULES = [
+    Rule("model.dropout", fraction, "a number in [0, 1)"),
+    Rule("model.conv_dropout", fraction, "a number in [0, 1)"),
+]
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -14,9 +14,10 @@ Bag-of-Tricks tweaks (He et al. 2019) as options:
 
 from torch import nn
 
-from trickbench.errors import ConfigError, is_number
+from trickbench.errors import ConfigError
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage
 from trickbench.models.registry import register_model
+from trickbench.rules import Relation, Rule, check, fraction
 
 STEMS = ("cifar", "imagenet", "deep")
 VARIANTS = ("a", "b", "c", "d")
@@ -84,11 +85,18 @@ def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual
     return stem or ("deep" if variant == "c" else "cifar")
 
 
+RULES = [
+    Rule("model.stochastic_depth", fraction, "a number in [0, 1): the last residual block's drop probability"),
+    Relation(
+        "model.stochastic_depth",
+        lambda p, cfg: not p or cfg.model.get("skip", True),
+        lambda cfg: "model.skip=false has no residual branch to drop; allowed: 0",
+    ),
+]
+
+
 def _check_stochastic_depth(p, skip) -> None:
-    if not (is_number(p) and 0 <= p < 1):
-        raise ConfigError("model.stochastic_depth", p, "a number in [0, 1): the last residual block's drop probability")
-    if p and not skip:
-        raise ConfigError("model.stochastic_depth", p, "model.skip=false has no residual branch to drop; allowed: 0")
+    check({"model": {"stochastic_depth": p, "skip": skip}}, RULES)
 
 
 def drop_schedule(p_last: float, n_blocks: int) -> list[float]:
