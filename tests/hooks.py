@@ -65,3 +65,15 @@ class SleepPerBatch(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         time.sleep(self.seconds)
+
+
+class RaiseAt(L.Callback):
+    """Raises at the start of epoch `epoch` (0-based): an in-process crash, after the epochs before it saved last.ckpt
+    (for runs started with trickbench.train.run, which a SIGKILL would take down with the test)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"crash at the start of epoch {self.epoch}")

@@ -66,12 +66,17 @@ def test_bag_of_tricks_preset_runs_every_rung_with_a_teacher_it_trained(tmp_path
     ]
 
 
-BAG = "linear_lr_scaling,warmup,cosine,nesterov,no_bias_decay,zero_gamma,resnet_d,label_smoothing,mixup,cutmix,ema"
+BAG = (
+    "linear_lr_scaling,warmup,cosine,nesterov,no_bias_decay,zero_gamma,resnet_d,label_smoothing,mixup,cutmix,ema,"
+    "sam,stochastic_depth,grad_clip"
+)
 
 
 def test_every_bag_of_tricks_switch_at_once_trains(tmp_path, cifar_tarball):
     """All switches of the README's table in one run (distillation: the preset test above; linear_decay and
-    cosine both choose the scheduler, so they are the one pair that cannot combine)."""
+    cosine both choose the scheduler, so they are the one pair that cannot combine; swa and lookahead, weight
+    averages that both set the weights at epoch ends, and swa adds an epoch: tests/test_trick_resume.py runs swa with
+    sam, stochastic_depth and grad_clip)."""
     cfg = compose_cfg(
         [
             "data=cifar10",

@@ -267,7 +267,6 @@ def test_grad_clip_bounds_the_gradient_norm_of_every_step(fmnist_mirror, tmp_pat
         assert moved / lr == pytest.approx(stepped, rel=1e-4)  # the optimizer stepped with these gradients
 
 
-@pytest.mark.xfail(strict=True, reason="needs the trainer.gradient_clip_* rules in config.validate (issue 14)")
 @pytest.mark.parametrize(
     "key,value", [("gradient_clip_val", -1.0), ("gradient_clip_val", 0), ("gradient_clip_algorithm", "l2")]
 )

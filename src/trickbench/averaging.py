@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import StochasticWeightAveraging
 from torch import Tensor
 
 from trickbench.errors import ConfigError, is_int, is_number
+from trickbench.rules import NodeCheck
 
 
 class Lookahead(L.Callback):
@@ -97,6 +98,14 @@ class Lookahead(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored, self._average = state_dict.get("average"), None
+
+
+def _check_swa_node(node, cfg) -> None:
+    check_swa(node, cfg.trainer.max_epochs, cfg.scheduler.get("warmup_epochs", 0))
+
+
+# found by config.validate from trick=swa's _target_: a start inside the warmup is refused before any data is read
+RULES = [NodeCheck("callbacks.swa", _check_swa_node)]
 
 
 def check_swa(node, max_epochs: int, warmup_epochs: int = 0, key: str = "callbacks.swa") -> None:

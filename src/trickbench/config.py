@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from trickbench import callbacks, models, optim, speed, tuning
 from trickbench.data import augment, datamodule
 from trickbench.errors import ConfigError
-from trickbench.rules import Rule, check, fraction, integer
+from trickbench.rules import Rule, check, fraction, integer, one_of, optional, positive
 from trickbench.tricks import distill
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -42,6 +42,9 @@ RULES = [
     Rule("seed", integer(), "an integer"),
     Rule("trainer.max_epochs", integer(1), "an integer >= 1"),
     Rule("loss.label_smoothing", fraction, "a number in [0, 1)"),
+    # Lightning takes a value <= 0 as "off" without a word, and refuses a bad algorithm only with a traceback
+    Rule("trainer.gradient_clip_val", optional(positive), "null (off) or a number > 0"),
+    Rule("trainer.gradient_clip_algorithm", optional(one_of(("norm", "value"))), "null, norm or value"),
 ]
 CORE_RULES = [
     *RULES,

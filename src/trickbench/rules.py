@@ -42,6 +42,19 @@ class Relation:
             raise ConfigError(self.key, value, self.allowed(cfg))
 
 
+@dataclass(frozen=True)
+class NodeCheck:
+    """A node whose keys limit each other, checked by check(node, cfg) raising ConfigError on the bad key (e.g. SWA's
+    start epoch against trainer.max_epochs); run after every Rule, like a Relation. A null node is not checked."""
+
+    key: str
+    fn: Callable[[Any, Any], None]
+
+    def check(self, value, cfg=None) -> None:
+        if value is not None:
+            self.fn(value, cfg)
+
+
 def select(cfg, key: str):
     """cfg's value at a dotted key, MISSING when the config lacks it (or a node above it is null)."""
     node = cfg
@@ -54,15 +67,15 @@ def select(cfg, key: str):
     return node
 
 
-def check(cfg, rules: Iterable[Rule | Relation], prefix: str = "") -> None:
+def check(cfg, rules: Iterable[Rule | Relation | NodeCheck], prefix: str = "") -> None:
     """Every rule whose key cfg has (a key the config lacks, e.g. model.conv_dropout of resnet18, is not checked),
-    Rules before Relations. prefix: cfg is the node at that key, as a builder holds it (check(cfg.optimizer, RULES,
-    "optimizer")); Relations need the whole config and are then skipped."""
+    Rules before the others. prefix: cfg is the node at that key, as a builder holds it (check(cfg.optimizer, RULES,
+    "optimizer")); Relations and NodeChecks need the whole config and are then skipped."""
     if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
-    rules = sorted(rules, key=lambda r: isinstance(r, Relation))  # stable: declared order within each kind
+    rules = sorted(rules, key=lambda r: not isinstance(r, Rule))  # stable: declared order within each kind
     for rule in rules:
-        if prefix and (isinstance(rule, Relation) or not rule.key.startswith(f"{prefix}.")):
+        if prefix and (not isinstance(rule, Rule) or not rule.key.startswith(f"{prefix}.")):
             continue
         value = select(cfg, rule.key.removeprefix(f"{prefix}.") if prefix else rule.key)
         if value is not MISSING:

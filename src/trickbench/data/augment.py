@@ -11,7 +11,7 @@ from torch import nn
 from trickbench.data import batch_ops
 from trickbench.data.batch_ops import TTA_MODES
 from trickbench.errors import ConfigError
-from trickbench.rules import Rule, check, integer, nonnegative, number, one_of, optional
+from trickbench.rules import NodeCheck, Rule, check, integer, nonnegative, number, one_of, optional
 from trickbench.tricks import mixing
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,13 @@ def _is_range(low: float, high: float = float("inf")):
     return lambda v: v is not None and len(v) == 2 and all(number_in(b) for b in v) and v[0] <= v[1]
 
 
-class _ColorJitterRule:
+def _check_color_jitter(jitter, cfg=None) -> None:
     """augment.color_jitter's keys, one by one: the error names the key."""
-
-    key = "augment.color_jitter"
-
-    def check(self, jitter, cfg=None) -> None:
-        for k, v in (jitter or {}).items():
-            if k not in JITTER_LIMITS:
-                raise ConfigError(f"{self.key}.{k}", v, f"not a key; keys: {list(JITTER_LIMITS)}")
-            if not number(0, JITTER_LIMITS[k])(v):
-                raise ConfigError(f"{self.key}.{k}", v, f"a number in [0, {JITTER_LIMITS[k]}]")
+    for k, v in jitter.items():
+        if k not in JITTER_LIMITS:
+            raise ConfigError(f"augment.color_jitter.{k}", v, f"not a key; keys: {list(JITTER_LIMITS)}")
+        if not number(0, JITTER_LIMITS[k])(v):
+            raise ConfigError(f"augment.color_jitter.{k}", v, f"a number in [0, {JITTER_LIMITS[k]}]")
 
 
 # the conf/augment values these ops take (null: off); mixup/CutMix's are tricks/mixing.py's
@@ -52,7 +48,7 @@ RULES = [
     Rule("augment.erasing.scale", _is_range(1e-6, 1), "[low, high] with 0 < low <= high <= 1 (fractions of the image)"),
     Rule("augment.erasing.ratio", _is_range(1e-6), "[low, high] with 0 < low <= high (height / width)"),
     Rule("augment.erasing.value", number(), "a number (pixel value in [0, 1] space)"),
-    _ColorJitterRule(),
+    NodeCheck("augment.color_jitter", _check_color_jitter),
     Rule("data.normalize", one_of(NORMALIZE_MODES), f"one of {list(NORMALIZE_MODES)}"),
 ]
 

@@ -44,6 +44,8 @@ class SAM(StepTrick):
     ) -> Callable[[], torch.Tensor]:
         def sharpness_aware() -> torch.Tensor:
             loss = closure()  # gradient at w
+            if module.trainer.fit_loop._skip_backward:  # trick=swa's BatchNorm pass: no gradients, no second pass
+                return loss
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if not params:
                 return loss
