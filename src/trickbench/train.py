@@ -16,16 +16,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench import optim, search, speed, sweep, tuning
-from trickbench.callbacks import EpochTimer
 from trickbench.checkpoints import load_checkpoint
 from trickbench.cli import LAST_CKPT, check_resume
 from trickbench.config import validate
 from trickbench.data import DATASETS
 from trickbench.data.batch_ops import tta_logits
-from trickbench.errors import ConfigError, Diverged, TrickbenchError, first_line, with_status
-from trickbench.models import build_model, count_params
+from trickbench.errors import ConfigError, Diverged, TrickbenchError, with_status
+from trickbench.models import build_model
 from trickbench.module import TrickModule
-from trickbench.results import device_name, git_info, versions, write_json
+from trickbench.record import log_hparams, overrides, record_failure, run_results
+from trickbench.results import write_json
 from trickbench.tricks import StepTrick
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
     else:
         search.check_single_run(cfg)  # hparams_search=... without -m
     out_dir = Path(cfg.paths.output_dir)
-    done = sweep.finished(out_dir, _overrides(cfg))
+    done = sweep.finished(out_dir, overrides(cfg))
     if done is not None:
         log.info("skipped: %s already says status ok", out_dir / "results.json")
         return done
@@ -136,11 +136,11 @@ def run(cfg: DictConfig) -> dict:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
 
-    results = _results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs, settings)
+    results = run_results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs, settings)
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)
-    _log_hparams(trainer, cfg, results)
+    log_hparams(trainer, cfg, results)
     acc = results["test"]["acc"]
     log.info(
         "test acc %s | results: %s | curves: tensorboard --logdir %s",
@@ -151,91 +151,11 @@ def run(cfg: DictConfig) -> dict:
     return results
 
 
-def _results(
-    cfg: DictConfig,
-    trainer,
-    module: TrickModule,
-    dm,
-    last: dict,
-    test: dict,
-    started: float,
-    fit_seconds: float,
-    n_jobs: int,
-    settings: dict,
-) -> dict:
-    """The results.json of ../shared/DESIGN.md, plus normalization stats and checkpoint paths."""
-    ckpt = trainer.checkpoint_callback
-    best_score = ckpt.best_model_score if ckpt is not None else None
-    timing = {"fit_s": round(fit_seconds, 3), **_timing(trainer)}
-    per_rank = timing.get("train_images_per_s")
-    return {
-        "status": "ok",
-        "error": None,
-        "overrides": _overrides(cfg),
-        "seed": cfg.seed,
-        "split_seed": cfg.data.split_seed,
-        "test": {"acc": test.get("test/acc"), "loss": test.get("test/loss")},
-        "val": {"acc_best": None if best_score is None else float(best_score), "acc_last": last.get("val/acc")},
-        "train": {"acc_last": last.get("train/acc"), "loss_last": last.get("train/loss")},
-        "epochs": trainer.current_epoch,
-        "lr": trainer.optimizers[0].defaults["lr"],  # after optimizer.scale_lr_to_batch
-        "wall_time_s": round(time.time() - started, 2),
-        "params": count_params(module.net),
-        "dataset": dm.info["dataset"],
-        "device": device_name(trainer.strategy.root_device),
-        "gpu_slot": sweep.gpu_slot(),  # hydra/launcher=gpus: the machine's GPU index and the job's slot
-        "precision": str(trainer.precision),
-        "threads": torch.get_num_threads(),
-        "n_jobs": n_jobs,
-        "speed": {**settings, "data_device": dm.info.get("data_device"), **_compile_time(trainer)},
-        "timing": timing,
-        # training throughput (validation and checkpoints excluded), all ranks together
-        "images_per_s": per_rank and round(per_rank * trainer.world_size, 1),
-        "source_sha256": dm.info["source_sha256"],
-        "normalization": dm.info["normalization"],
-        "checkpoints": {
-            "best": ckpt.best_model_path if ckpt else None,
-            "last": str(last_ckpt) if (last_ckpt := Path(cfg.paths.output_dir) / LAST_CKPT).exists() else None,
-        },
-        "git": git_info(),
-        "versions": versions(),
-    }
-
-
 def _init_from_data(net, dm) -> None:
     """A model with a data-dependent init (speednet's patch whitening) gets normalized training images."""
     if hasattr(net, "init_from_data"):
         dm.setup("fit")
         net.init_from_data(dm.transform(dm.train_set.x[:5000], train=False))
-
-
-def _timing(trainer) -> dict:
-    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
-    return timer.summary() if timer else {}
-
-
-def _compile_time(trainer) -> dict:
-    clock = next((c for c in trainer.callbacks if isinstance(c, speed.CompileClock)), None)
-    return {"compile_first_batch_s": clock.first_batch_s} if clock else {}
-
-
-def _log_hparams(trainer, cfg: DictConfig, results: dict) -> None:
-    """The config once, with the final metrics, so TensorBoard's HPARAMS tab compares runs."""
-    params = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("logger", "callbacks", "paths", "hydra"):
-        params.pop(key, None)
-    metrics = {"hp/test_acc": results["test"]["acc"], "hp/val_acc_best": results["val"]["acc_best"]}
-    for lg in trainer.loggers:
-        lg.log_hyperparams(params, {k: v for k, v in metrics.items() if v is not None})
-        lg.finalize("success")
-
-
-def _overrides(cfg: DictConfig) -> list[str]:
-    """The command's overrides; a resumed run keeps those of the run it continues."""
-    saved = Path(cfg.paths.output_dir) / ".hydra" / "overrides.yaml"
-    if cfg.get("resume") and not sweep.is_multirun() and saved.exists():
-        return list(OmegaConf.load(saved))
-    return sweep.job_overrides()
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -266,7 +186,7 @@ def main_task(cfg: DictConfig) -> float:
         sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
     except Exception as e:
         status = "diverged" if isinstance(e, Diverged) else "failed"
-        _record_failure(cfg, e, status)
+        record_failure(cfg, e, status)
         if sweep.is_multirun():
             log.error("job %s", with_status(status, e), exc_info=not isinstance(e, TrickbenchError))
             return search.BAD_SCORE
@@ -275,25 +195,3 @@ def main_task(cfg: DictConfig) -> float:
                 print(f"error: {e}", file=sys.stderr)
             sys.exit(3 if status == "diverged" else 2)
         raise
-
-
-def _record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
-    if not sweep.is_rank_zero():  # DDP: every rank fails alike; one writes
-        return
-    if isinstance(error, ConfigError) and error.key == "resume":  # nothing ran in the folder it names
-        return
-    try:
-        out, overrides = Path(cfg.paths.output_dir), _overrides(cfg)
-    except Exception:  # noqa: BLE001  (no output dir to write to)
-        return
-    write_json(
-        out / "results.json",
-        {
-            "status": status,
-            "error": first_line(error),
-            "overrides": overrides,
-            "seed": cfg.get("seed"),
-            "git": git_info(),
-            "versions": versions(),
-        },
-    )
