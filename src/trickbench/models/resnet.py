@@ -89,14 +89,15 @@ RULES = [
     Rule("model.stochastic_depth", fraction, "a number in [0, 1): the last residual block's drop probability"),
     Relation(
         "model.stochastic_depth",
-        lambda p, cfg: not p or cfg.model.get("skip", True),
+        # other models refuse the key itself when built ("not an option of model=cnn")
+        lambda p, cfg: not p or cfg.model.get("skip", True) or not str(cfg.model.get("name")).startswith("resnet"),
         lambda cfg: "model.skip=false has no residual branch to drop; allowed: 0",
     ),
 ]
 
 
-def _check_stochastic_depth(p, skip) -> None:
-    check({"model": {"stochastic_depth": p, "skip": skip}}, RULES)
+def _check_stochastic_depth(p, skip, name) -> None:
+    check({"model": {"stochastic_depth": p, "skip": skip, "name": name}}, RULES)
 
 
 def drop_schedule(p_last: float, n_blocks: int) -> list[float]:
@@ -106,7 +107,7 @@ def drop_schedule(p_last: float, n_blocks: int) -> list[float]:
 
 def _resnet(in_shape, num_classes, kit, name, bottleneck, width, blocks, skip, dropout, stem, variant, zero_gamma, sd):
     stem = _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_gamma)
-    _check_stochastic_depth(sd, skip)
+    _check_stochastic_depth(sd, skip, name)
     drops = iter(drop_schedule(sd, sum(blocks)))
     make_block, expansion = (_bottleneck, 4) if bottleneck else (_basic_block, 1)
     layers, cin = _stem(in_shape[0], width, kit, stem), width
