@@ -3,7 +3,7 @@ and tests through flip+translate test-time augmentation."""
 
 from conftest import compose_cfg
 
-import trickbench.module as module_file
+import trickbench.train as module_file
 from trickbench.train import run
 
 

@@ -48,7 +48,13 @@ class DivergenceGuard(L.Callback):
         bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
         if trainer.strategy.reduce_boolean_decision(bad, all=False):
             value = float(loss.detach()) if bad else "non-finite on another rank"
-            raise Diverged(trainer.global_step, trainer.current_epoch, value, _causes(getattr(pl_module, "cfg", None)))
+            raise Diverged(trainer.global_step, trainer.current_epoch, value, _causes(run_config(pl_module)))
+
+
+def run_config(pl_module: L.LightningModule):
+    """The run's resolved config, as the module stores it for its checkpoints; None for a module without one."""
+    config = getattr(pl_module, "hparams", {}).get("config")
+    return None if config is None else OmegaConf.create(config)
 
 
 def _causes(cfg) -> str:
@@ -76,8 +82,7 @@ class FirstLossCheck(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
         if batch_idx != 0 or trainer.current_epoch != 0 or trainer.global_step > 1 or self.first_loss is not None:
             return  # the run's first batch only (global_step is 1 after its step, 0 when gradients accumulate)
-        config = pl_module.hparams.get("config")
-        cfg = None if config is None else OmegaConf.create(config)
+        cfg = run_config(pl_module)
         changes_loss = any(t.changes("loss") for t in getattr(pl_module, "step_tricks", ()))
         if not trainer.is_global_zero or cfg is None or changes_loss or cfg.model.get("init_from"):
             return
