@@ -1,11 +1,27 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# docs/results.md (make reproduce): the scale, where its sweep folders go, the page, and offline dataset copies
+# (empty: each dataset's own resolution: the cache, Debian's Fashion-MNIST, torchvision's download), e.g.
+#   make reproduce SCALE=cpu DATA_CIFAR=../shared/datasets/cifar10-jpeg.tar.gz
+# ARGS: overrides for every run, for a quick look into another folder (RESULTS=/tmp/look PAGE=/tmp/look/results.md
+# ARGS="trainer.max_epochs=1"): a sweep folder continues only the command that started it.
+SCALE ?= cpu
+RESULTS ?= logs/results
+PAGE ?= docs/results.md
+DATA_FASHION ?=
+DATA_CIFAR ?=
+PARTS := part_a part_b part_b_solutions part_c part_d
+SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
+	$(if $(DATA_CIFAR),scale.sources.cifar10=$(DATA_CIFAR))
+# where=<what a run or sweep needs to continue in folder $$dir>: resume= once the folder exists (finished jobs are
+# skipped, a killed one continues from its last.ckpt), else the folder itself
+WHERE = if [ -d $$dir ]; then where=resume=$$dir; else where=hydra.$(1).dir=$$dir; fi
 
-.PHONY: install train test clean help
+.PHONY: install train test clean help reproduce results-page pilot
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install:  ## .venv with the package (editable) and test extras; Debian's Fashion-MNIST when run as root with apt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; set PY=python3.11 (or newer)"; exit 1; }
@@ -26,3 +42,31 @@ test:  ## the test suite (CPU, a few minutes)
 
 clean:  ## remove run logs (not the data cache)
 	rm -rf logs outputs multirun
+
+reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), then the page; DATA_FASHION=, DATA_CIFAR=
+	@case "$(SCALE)" in cpu|gpu) ;; *) echo "error: SCALE=$(SCALE): cpu or gpu"; exit 2 ;; esac
+	@failed=0; \
+	if [ "$(SCALE)" = gpu ]; then \
+		dir=$(RESULTS)/gpu/part_d_teacher; \
+		if grep -qs '"status": "ok"' $$dir/results.json; then echo "== part_d_teacher: done"; else \
+			echo "== part_d_teacher (Part D's distillation teacher)"; \
+			if [ -f $$dir/checkpoints/last.ckpt ]; then where=resume=$$dir; else where=hydra.run.dir=$$dir; fi; \
+			$(BIN)/python train.py experiment=results/part_d_teacher scale=gpu $(SOURCES) $(ARGS) $$where || failed=1; \
+		fi; \
+	fi; \
+	for part in $(PARTS); do \
+		dir=$(RESULTS)/$(SCALE)/$$part; $(call WHERE,sweep); \
+		teacher=; ckpt=$$(ls $(RESULTS)/gpu/part_d_teacher/checkpoints/best-*.ckpt 2>/dev/null | head -1); \
+		if [ $$part = part_d ] && [ "$(SCALE)" = gpu ] && [ -n "$$ckpt" ]; then teacher=teacher_ckpt=$$ckpt; fi; \
+		echo "== $$part"; \
+		$(BIN)/python train.py -m experiment=results/$$part scale=$(SCALE) $(SOURCES) $(ARGS) $$where $$teacher || failed=1; \
+	done; \
+	$(BIN)/python -m trickbench.report.results_page --root $(RESULTS) --out $(PAGE) || failed=1; \
+	exit $$failed
+
+results-page:  ## rebuild docs/results.md (and docs/results/*.png) from the sweep folders under RESULTS=logs/results
+	$(BIN)/python -m trickbench.report.results_page --root $(RESULTS) --out $(PAGE)
+
+pilot:  ## on a GPU machine: the pilot that picks Part D's length (its report.md in RESULTS/gpu/part_d_pilot)
+	@dir=$(RESULTS)/gpu/part_d_pilot; $(call WHERE,sweep); \
+	$(BIN)/python train.py -m experiment=results/part_d_pilot $(if $(DATA_CIFAR),data.source=$(DATA_CIFAR)) $$where

@@ -81,7 +81,7 @@ def _size(preset: Preset, tables: list[results_tables.Table]) -> str:
     widths depend on the scale, and the configurations the GPU scale sweeps that these runs left out."""
     jobs = [j for t in tables for j in t.jobs if j.ok]
     epochs = sorted({j.results["epochs"] for j in jobs if j.results.get("epochs") is not None})
-    out = [f"{'/'.join(map(str, epochs)) or '?'} epochs"]
+    out = [f"{'/'.join(map(str, epochs)) or '?'} epoch{'' if epochs == [1] else 's'}"]
     cfg = None
     for table in tables:
         cfg = _run_config(table)
