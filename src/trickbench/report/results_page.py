@@ -193,7 +193,8 @@ def page(root: Path, out: Path, conf_dir: Path = CONF_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trickbench.report.results_page", description=__doc__.split(".")[0])
+    first_line = __doc__.split("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m trickbench.report.results_page", description=first_line)
     parser.add_argument("--root", type=Path, default=Path("logs/results"), help="<scale>/<part>/ sweep folders")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"), help="the page (PNGs beside it)")
     args = parser.parse_args(argv)
