@@ -105,6 +105,17 @@ def cifar_tarball(cifar_folder, tmp_path_factory) -> Path:
     return tar_gz(cifar_folder, tmp_path_factory.mktemp("cifar_tar") / "cifar10-tiny.tar.gz")
 
 
+# one epoch of one batch per stage, on the CPU, quietly: a run that only has to start, step and finish
+ONE_BATCH = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+]
+
+
 def tiny_run_overrides(source: Path, data: str = "fashion_mnist", root: Path | None = None) -> list[str]:
     """A 1-epoch run on a tiny mirror: small subset, few batches, no progress bar."""
     return [

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ONE_BATCH, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,12 +39,7 @@ TINY = [
     "data.subset=60",
     "data.batch_size=4",
     "data.eval_batch_size=16",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=1",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.accelerator=cpu",
+    *ONE_BATCH,
     "trainer.log_every_n_steps=1",
     "+trainer.num_sanity_val_steps=0",
 ]

@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from conftest import CONF, compose_cfg
+from conftest import CONF, ONE_BATCH, compose_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -121,12 +121,7 @@ def test_preset_trains_one_step(preset, fmnist_mirror, cifar_tarball, tmp_path):
             "data.subset=160",
             "data.batch_size=16",
             "data.eval_batch_size=16",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=1",
-            "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1",
-            "trainer.enable_progress_bar=false",
-            "trainer.accelerator=cpu",
+            *ONE_BATCH,
             f"data.root={tmp_path / 'data'}",
         ],
         tmp_path / "run",
