@@ -80,7 +80,7 @@ def target_rules(cfg: DictConfig) -> list:
 
 def validate(cfg: DictConfig) -> None:
     """Every rule of every module, before any data is read: types and ranges first, then limits set by other keys."""
-    check(cfg, [*CORE_RULES, *target_rules(cfg)])
+    check(cfg, list(dict.fromkeys([*CORE_RULES, *target_rules(cfg)])))  # a core module can also be a _target_
     if HydraConfig.initialized():  # trick choices live in Hydra's record of the command line
         check_trick_conflicts(selected_tricks(), trick_dir())
 

@@ -6,8 +6,10 @@ what is allowed (errors.ConfigError)."""
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, is_int, is_number
@@ -110,6 +112,11 @@ def optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def boolean(v) -> bool:
     return isinstance(v, bool)
+
+
+def existing_file(v) -> bool:
+    """A path to a file, relative to the directory the command started from (Hydra may change into the run dir)."""
+    return isinstance(v, str) and Path(to_absolute_path(v)).is_file()
 
 
 positive = number(0, open_low=True)

@@ -12,13 +12,13 @@ from torch import nn
 
 from trickbench.checkpoints import load_checkpoint
 from trickbench.errors import ConfigError
-from trickbench.rules import Rule, boolean, optional
+from trickbench.rules import Rule, boolean, existing_file, optional
 
 CHECKPOINT = "an existing .ckpt file written by train.py"
 RULES = [
     Rule(
         "model.init_from",
-        optional(lambda v: isinstance(v, str) and Path(to_absolute_path(v)).is_file()),
+        optional(existing_file),
         f"null or {CHECKPOINT}",
     ),
     Rule("model.freeze_backbone", boolean, "true or false"),

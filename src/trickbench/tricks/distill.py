@@ -8,24 +8,17 @@ gradients at the scale of the hard term's as T grows. Bag of Tricks (He et al. 2
 CE(y, s) + T^2 * CE(softmax(t / T), softmax(s / T)), which is twice this loss at alpha = 0.5 up to the teacher's
 entropy (a constant for the student). The teacher sees the batch the student sees (mixed, with mixup/CutMix)."""
 
-from pathlib import Path
-
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import to_absolute_path
 from torch import nn
 
 from trickbench.errors import ConfigError
 from trickbench.models.teacher import load_teacher
-from trickbench.rules import Rule, number, optional, positive
+from trickbench.rules import Rule, existing_file, number, optional, positive
 from trickbench.tricks.base import StepTrick
 
 TEACHER_HINT = "an existing .ckpt file written by train.py: trick=distill distill.teacher_ckpt=PATH"
-
-
-def _is_file(v) -> bool:
-    return isinstance(v, str) and Path(to_absolute_path(v)).is_file()
 
 
 RULES = [
@@ -33,7 +26,7 @@ RULES = [
     Rule("distill.alpha", number(0, 1), "a number in [0, 1] (the soft targets' weight)"),
     # last: the numbers are wrong whatever the file. Null passes here (trick=distill composes alone, as every
     # option does) and is refused when the trick is built, before any data is read.
-    Rule("distill.teacher_ckpt", optional(_is_file), f"null or {TEACHER_HINT}"),
+    Rule("distill.teacher_ckpt", optional(existing_file), f"null or {TEACHER_HINT}"),
 ]
 
 
