@@ -93,7 +93,7 @@ BAD_VALUES = [
     (["data.name=mnist"], "data.name", "mnist", f"one of {sorted(DATASETS)}"),
     (["data.subset=100", "data.val_size=100"], "data.val_size", 100, "less than data.subset=100"),
     (["scheduler.warmup_epochs=-1"], "scheduler.warmup_epochs", -1, "an integer >= 0"),
-    (["scheduler.warmup_epochs=0.5"], "scheduler.warmup_epochs", 0.5, "an integer >= 0"),
+    (["scheduler.warmup_epochs=1.5"], "scheduler.warmup_epochs", 1.5, "an integer >= 0"),
     (
         ["trainer.max_epochs=5", "scheduler.warmup_epochs=5"],
         "scheduler.warmup_epochs",

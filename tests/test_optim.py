@@ -223,3 +223,66 @@ def test_epoch_schedule_without_a_per_step_form_is_rejected_under_warmup():
     optimizer = build_optimizer(nn.Linear(2, 1), cfg.optimizer, global_batch=128)
     with pytest.raises(ConfigError, match=r"^scheduler.interval='epoch': step for CosineAnnealingLR under warmup"):
         build_scheduler(optimizer, cfg.scheduler, TOTAL, EPOCHS)
+
+
+# ---- schedules relative to the run (src/trickbench/run_length.py: an integer is epochs, a float in (0, 1) a fraction)
+def drops(lrs: list[float]) -> list[int]:
+    """The steps at which the lr fell."""
+    return [t for t in range(1, len(lrs)) if lrs[t] < lrs[t - 1] - 1e-12]
+
+
+@pytest.mark.parametrize("warmup", ["0", "0.1", "1"])
+def test_fraction_milestones_are_epochs_of_the_whole_run(warmup):
+    # 0.5 and 0.75 of 10 epochs: the ends of epochs 5 and 8 (7.5 rounds up), i.e. steps 25 and 40, with or without
+    # a warmup (0.1 of the run = 5 steps = 1 epoch); an integer milestone would count from the warmup's end instead
+    _, lrs = schedule(["scheduler=multistep", "scheduler.lr_scheduler.milestones=[0.5,0.75]",
+                       f"scheduler.warmup_epochs={warmup}"])
+    assert drops(lrs) == [25, 40]
+    assert lrs[24] == pytest.approx(LR) and lrs[25] == pytest.approx(LR * 0.1) and lrs[40] == pytest.approx(LR * 0.01)
+
+
+def test_fraction_warmup_is_that_share_of_the_steps():
+    _, lrs = schedule(["scheduler=cosine", "scheduler.warmup_epochs=0.15"])  # round(0.15 x 50) = 8 steps
+    expected = [LR * (1e-3 + (1 - 1e-3) * t / 8) if t < 8 else cosine(TOTAL - 8)(t - 8) for t in range(TOTAL)]
+    assert lrs == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_fraction_step_size_and_final_lr_factor():
+    _, lrs = schedule(["scheduler=step", "scheduler.lr_scheduler.step_size=0.3"])  # every 3 epochs
+    assert drops(lrs) == [15, 30, 45]
+    # exponential to 1% of the lr at the run's end: gamma = 0.01 ** (1/10) per epoch, whatever gamma says
+    _, lrs = schedule(["scheduler=exponential", "scheduler.final_lr_factor=0.01"])
+    assert lrs[-1] == pytest.approx(LR * 0.01 ** (9 / 10)) and lrs[5 * STEPS_PER_EPOCH] == pytest.approx(LR * 0.01**0.5)
+    _, lrs = schedule(["scheduler=exponential", "scheduler.final_lr_factor=0.01", "scheduler.warmup_epochs=0.2"])
+    assert lrs[-1] == pytest.approx(LR * 0.01 ** (7 / 8))  # decays over the 8 epochs after a 2-epoch warmup
+
+
+FRACTION_BAD = [
+    (["scheduler=multistep", "scheduler.lr_scheduler.milestones=[0.1,0.75]", "scheduler.warmup_epochs=0.2"],
+     "scheduler.lr_scheduler.milestones", [0.1, 0.75], "fractions of the run after the warmup's end (2 of"),
+    (["scheduler=multistep", "scheduler.lr_scheduler.milestones=[1.5]"], "scheduler.lr_scheduler.milestones", [1.5],
+     "a list of epochs (integers >= 0) or fractions"),
+    (["scheduler=step", "scheduler.lr_scheduler.step_size=0"], "scheduler.lr_scheduler.step_size", 0, "an integer >= 1"),
+    (["scheduler=exponential", "scheduler.final_lr_factor=0"], "scheduler.final_lr_factor", 0, "null (use"),
+    (["scheduler.warmup_epochs=1.0"], "scheduler.warmup_epochs", 1.0, "an integer >= 0 (epochs; 0: no warmup) or a"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,value,allowed", FRACTION_BAD, ids=[b[1] for b in FRACTION_BAD])
+def test_bad_fractions_fail_in_one_line_before_data(overrides, key, value, allowed):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(overrides))
+    assert str(e.value).startswith(f"{key}={value!r}: {allowed}")
+
+
+def test_quick_looks_at_presets_made_for_longer_runs():
+    from trickbench.averaging import Lookahead
+
+    # the speedrun's warmup (0.23) and Lookahead start (0.3) are fractions: two epochs are a quick look, not an error
+    cfg = compose_cfg(["experiment=speedrun/cifar10", "trainer.max_epochs=2"])
+    validate(cfg)
+    lookahead = Lookahead(start_epoch=cfg.callbacks.lookahead.start_epoch)
+    lookahead.setup(SimpleNamespace(max_epochs=10), None, "fit")
+    assert lookahead._first_epoch == 3  # airbench's: the 4th of 10 epochs
+    lookahead.setup(SimpleNamespace(max_epochs=2), None, "fit")
+    assert lookahead._first_epoch == 1

@@ -17,15 +17,17 @@ import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging
 from torch import Tensor
 
+from trickbench import run_length
 from trickbench.errors import ConfigError, is_int, is_number
 from trickbench.rules import NodeCheck
 
 
 class Lookahead(L.Callback):
     def __init__(
-        self, start_epoch: int = 3, every_n_steps: int = 5, decay_base: float = 0.95, decay_power: float = 3.0
+        self, start_epoch: int | float = 3, every_n_steps: int = 5, decay_base: float = 0.95, decay_power: float = 3.0
     ):
         self.start_epoch, self.every_n_steps = start_epoch, every_n_steps
+        self._first_epoch = start_epoch  # 0-based; a fraction of the run is resolved at setup
         self.decay_base, self.decay_power = decay_base, decay_power
         self._average: dict[str, Tensor] | None = None  # in the order of _named_weights
         self._restored: dict[str, Tensor] | None = None  # from a checkpoint, until the net is on its device
@@ -39,9 +41,12 @@ class Lookahead(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # here, not in __init__: instantiate() would wrap the ConfigError into a traceback
         key, max_epochs = "callbacks.lookahead", trainer.max_epochs
-        if not (is_int(self.start_epoch) and self.start_epoch >= 0):
-            raise ConfigError(f"{key}.start_epoch", self.start_epoch, "an integer >= 0 (the first averaging epoch)")
-        if max_epochs is not None and 0 < max_epochs <= self.start_epoch:
+        if not run_length.epochs_or_fraction(0)(self.start_epoch):
+            allowed = "an integer >= 0 (the first averaging epoch, 0-based) or a fraction of the run in (0, 1)"
+            raise ConfigError(f"{key}.start_epoch", self.start_epoch, allowed)
+        if run_length.is_fraction(self.start_epoch) and max_epochs is not None and max_epochs > 0:
+            self._first_epoch = int(self.start_epoch * max_epochs + 0.5)  # the nearest epoch, 0-based
+        if max_epochs is not None and 0 < max_epochs <= self._first_epoch:
             allowed = f"less than trainer.max_epochs={max_epochs}: it would never average"
             raise ConfigError(f"{key}.start_epoch", self.start_epoch, allowed)
         if not (is_int(self.every_n_steps) and self.every_n_steps >= 1):
@@ -72,7 +77,7 @@ class Lookahead(L.Callback):
         step = trainer.global_step  # optimizer steps so far: Python ints, no host sync
         if step != self._last_step:  # else gradients are being accumulated: no step was taken
             self._last_step = step
-            if trainer.current_epoch >= self.start_epoch and step % self.every_n_steps == 0:
+            if trainer.current_epoch >= self._first_epoch and step % self.every_n_steps == 0:
                 self._update(self._named_weights(pl_module), step)
         if batch_idx + 1 >= trainer.num_training_batches:
             self._copy_back(pl_module)
@@ -101,14 +106,15 @@ class Lookahead(L.Callback):
 
 
 def _check_swa_node(node, cfg) -> None:
-    check_swa(node, cfg.trainer.max_epochs, cfg.scheduler.get("warmup_epochs", 0))
+    max_epochs = cfg.trainer.max_epochs
+    check_swa(node, max_epochs, run_length.in_epochs(cfg.scheduler.get("warmup_epochs", 0), max_epochs))
 
 
 # found by config.validate from trick=swa's _target_: a start inside the warmup is refused before any data is read
 RULES = [NodeCheck("callbacks.swa", _check_swa_node)]
 
 
-def check_swa(node, max_epochs: int, warmup_epochs: int = 0, key: str = "callbacks.swa") -> None:
+def check_swa(node, max_epochs: int, warmup_epochs: float = 0, key: str = "callbacks.swa") -> None:
     """conf/trick/swa.yaml's values (a mapping), raising ConfigError. Lightning rejects some only with a traceback
     (in its __init__, inside instantiate) and accepts others that silently spoil the run: a start at epoch 1 averages
     the random init, a start after the run puts the untrained weights back at its end, a start inside the warmup

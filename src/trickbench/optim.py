@@ -1,14 +1,17 @@
 """conf/optimizer and conf/scheduler: torch.optim classes by _target_, plus the keys that are ours, not the
-classes': linear lr scaling, no-bias-decay and norm-lr-scale param groups (optimizer), linear warmup (scheduler)."""
+classes': linear lr scaling, no-bias-decay and norm-lr-scale param groups (optimizer), linear warmup and an
+exponential decay's final factor (scheduler). Warmup, milestones and step sizes may be fractions of the run
+(run_length.py: an integer is epochs, a float in (0, 1) a fraction)."""
 
 import logging
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
 
+from trickbench import run_length
 from trickbench.errors import ConfigError
 from trickbench.rules import Relation, Rule, boolean, check, fraction, integer, nonnegative, number, optional, positive
 
@@ -31,14 +34,50 @@ RULES = [
     ),
     Rule("optimizer.no_bias_decay", boolean, "true or false"),
     Rule("optimizer.norm_lr_scale", positive, "a number > 0: the lr multiplier of norm layers (1: off)"),
-    Rule("scheduler.warmup_epochs", integer(0), "an integer >= 0 (0: no warmup)"),
+    Rule(
+        "scheduler.warmup_epochs",
+        run_length.epochs_or_fraction(0),
+        "an integer >= 0 (epochs; 0: no warmup) or a fraction of the run in (0, 1)",
+    ),
     Rule("scheduler.warmup_start_factor", number(0, 1, open_low=True), "a number in (0, 1]"),
+    Rule(
+        "scheduler.lr_scheduler.milestones",
+        lambda v: is_list(v) and all(map(run_length.epochs_or_fraction(0), v)),
+        "a list of epochs (integers >= 0) or fractions of the run in (0, 1)",
+    ),
+    Rule(
+        "scheduler.lr_scheduler.step_size",
+        run_length.epochs_or_fraction(1),
+        "an integer >= 1 (epochs) or a fraction of the run in (0, 1)",
+    ),
+    Rule(
+        "scheduler.final_lr_factor",
+        optional(number(0, 1, open_low=True)),
+        "null (use lr_scheduler.gamma) or a number in (0, 1]: the lr factor the decay reaches at the run's end",
+    ),
     Relation(
         "scheduler.warmup_epochs",
-        lambda v, cfg: v < cfg.trainer.max_epochs,
+        lambda v, cfg: run_length.is_fraction(v) or v < cfg.trainer.max_epochs,
         lambda cfg: f"less than trainer.max_epochs={cfg.trainer.max_epochs} (the warmup must end before training does)",
     ),
+    Relation(
+        "scheduler.lr_scheduler.milestones",
+        lambda v, cfg: all(_after_warmup(m, cfg) for m in v if run_length.is_fraction(m)),
+        lambda cfg: "fractions of the run after the warmup's end "
+        f"({run_length.in_epochs(cfg.scheduler.warmup_epochs, cfg.trainer.max_epochs):g} of "
+        f"trainer.max_epochs={cfg.trainer.max_epochs} epochs): a decay inside the warmup cuts it short",
+    ),
 ]
+
+
+def is_list(v) -> bool:
+    return isinstance(v, list | ListConfig)
+
+
+def _after_warmup(milestone: float, cfg) -> bool:
+    """A fraction milestone's epoch (counted from the run's start) ends after the warmup."""
+    max_epochs, warmup = cfg.trainer.max_epochs, cfg.scheduler.get("warmup_epochs", 0)
+    return run_length.to_epoch(milestone, max_epochs) > run_length.in_epochs(warmup, max_epochs)
 
 
 def check_optimizer(cfg: DictConfig) -> None:
@@ -118,18 +157,38 @@ def _per_step(cls: type, kwargs: dict, steps_per_epoch: int) -> tuple[type, dict
     if cls is StepLR:
         return StepLR, {**kwargs, "step_size": kwargs["step_size"] * steps_per_epoch}
     if cls is MultiStepLR:
-        return MultiStepLR, {**kwargs, "milestones": [m * steps_per_epoch for m in kwargs["milestones"]]}
+        return MultiStepLR, {**kwargs, "milestones": [round(m * steps_per_epoch) for m in kwargs["milestones"]]}
     if cls is ExponentialLR:  # lr x gamma once per epoch = a StepLR of one epoch
         return StepLR, {**kwargs, "step_size": steps_per_epoch}
     allowed = f"step for {cls.__name__} under warmup (epoch: StepLR, MultiStepLR, ExponentialLR)"
     raise ConfigError("scheduler.interval", "epoch", allowed)
 
 
-def _schedule(optimizer, cfg: DictConfig, run_length: int, steps_per_epoch: int | None) -> LRScheduler:
-    """cfg.lr_scheduler on the optimizer; steps_per_epoch given: converted to run per optimizer step."""
+def _relative(cls: type, kwargs: dict, cfg: DictConfig, max_epochs: int, warmup: float) -> dict:
+    """The schedule's arguments in epochs counted from its start, `warmup` (epochs, maybe fractional) after the
+    run's: fraction milestones are epochs of the whole run; integer ones already count from the warmup's end."""
+    if cls is MultiStepLR:
+        given = list(kwargs["milestones"])
+        milestones = [run_length.to_epoch(m, max_epochs) - warmup if run_length.is_fraction(m) else m for m in given]
+        if any(m <= 0 for m, g in zip(milestones, given, strict=True) if run_length.is_fraction(g)):
+            raise ConfigError("scheduler.lr_scheduler.milestones", given, "fractions of the run after the warmup's end")
+        kwargs["milestones"] = milestones
+    if cls is StepLR:
+        kwargs["step_size"] = run_length.to_epoch(kwargs["step_size"], max_epochs)
+    if cls is ExponentialLR and cfg.get("final_lr_factor") is not None:  # lr x gamma per epoch reaches it at the end
+        kwargs["gamma"] = cfg.final_lr_factor ** (1 / max(1.0, max_epochs - warmup))
+    return kwargs
+
+
+def _schedule(
+    optimizer, cfg: DictConfig, length: int, steps_per_epoch: int | None, max_epochs: int, warmup: float = 0.0
+) -> LRScheduler:
+    """cfg.lr_scheduler on the optimizer, `length` long in its interval; steps_per_epoch given: converted to run
+    per optimizer step."""
     partial = instantiate(cfg.lr_scheduler)
     cls, kwargs = partial.func, dict(partial.keywords)
-    kwargs |= {k: run_length for k in RUN_LENGTH_ARGS if k in kwargs and kwargs[k] is None}
+    kwargs |= {k: length for k in RUN_LENGTH_ARGS if k in kwargs and kwargs[k] is None}
+    kwargs = _relative(cls, kwargs, cfg, max_epochs, warmup)
     if steps_per_epoch is not None and cfg.interval == "epoch":
         cls, kwargs = _per_step(cls, kwargs, steps_per_epoch)
     return cls(optimizer, **kwargs)
@@ -141,16 +200,17 @@ def build_scheduler(optimizer, cfg: DictConfig, total_steps: int, max_epochs: in
     warmup_start_factor x lr to lr, then the schedule starts as if training began there (its epoch 0 is the
     first epoch after warmup); everything runs per step, epoch schedules still changing the lr at epoch ends."""
     check_scheduler(cfg, max_epochs)
-    warmup_epochs = cfg.get("warmup_epochs", 0)
-    if not warmup_epochs:
+    steps_per_epoch = total_steps // max_epochs
+    warmup_steps = run_length.to_steps(cfg.get("warmup_epochs", 0), steps_per_epoch, total_steps)
+    if not warmup_steps:
         if cfg.get("lr_scheduler") is None:
             return None
-        run_length = total_steps if cfg.interval == "step" else max_epochs
-        return {"scheduler": _schedule(optimizer, cfg, run_length, None), "interval": cfg.interval}
-    steps_per_epoch = total_steps // max_epochs
-    warmup_steps = warmup_epochs * steps_per_epoch
+        length = total_steps if cfg.interval == "step" else max_epochs
+        return {"scheduler": _schedule(optimizer, cfg, length, None, max_epochs), "interval": cfg.interval}
     warmup = LinearLR(optimizer, start_factor=cfg.warmup_start_factor, end_factor=1.0, total_iters=warmup_steps)
     if cfg.get("lr_scheduler") is None:  # LinearLR holds lr x end_factor once warmup is over
         return {"scheduler": warmup, "interval": "step"}
-    after = _schedule(optimizer, cfg, total_steps - warmup_steps, steps_per_epoch)
+    after = _schedule(
+        optimizer, cfg, total_steps - warmup_steps, steps_per_epoch, max_epochs, warmup_steps / steps_per_epoch
+    )
     return {"scheduler": SequentialLR(optimizer, [warmup, after], milestones=[warmup_steps]), "interval": "step"}
