@@ -4,10 +4,13 @@ BIN := $(VENV)/bin
 # docs/results.md (make reproduce): the scale, where its sweep folders go, the page, and offline dataset copies
 # (empty: each dataset's own resolution: the cache, Debian's Fashion-MNIST, torchvision's download), e.g.
 #   make reproduce SCALE=cpu DATA_CIFAR=../shared/datasets/cifar10-jpeg.tar.gz
-# ARGS: overrides for every run, for a quick look into another folder (RESULTS=/tmp/look PAGE=/tmp/look/results.md
+# ARGS: overrides for every run, for a quick look into other folders (RESULTS=/tmp/look RECORDS=/tmp/look/runs
+# PAGE=/tmp/look/results.md
 # ARGS="trainer.max_epochs=1"): a sweep folder continues only the command that started it.
+# RECORDS: the committed run records (results.json, metrics.csv, config of each job) the page is built from.
 SCALE ?= cpu
 RESULTS ?= logs/results
+RECORDS ?= docs/results/runs
 PAGE ?= docs/results.md
 DATA_FASHION ?=
 DATA_CIFAR ?=
@@ -18,7 +21,7 @@ SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
 # skipped, a killed one continues from its last.ckpt), else the folder itself
 WHERE = if [ -d $$dir ]; then where=resume=$$dir; else where=hydra.$(1).dir=$$dir; fi
 
-.PHONY: install train test clean help reproduce results-page pilot
+.PHONY: install train test clean help reproduce records results-page pilot pilot-zero-gamma
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,7 +48,7 @@ clean:  ## remove run logs (not the data cache)
 
 reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), then the page; DATA_FASHION=, DATA_CIFAR=
 	@case "$(SCALE)" in cpu|gpu) ;; *) echo "error: SCALE=$(SCALE): cpu or gpu"; exit 2 ;; esac
-	@failed=0; \
+	@failed=0; start=$$(date +%s); \
 	if [ "$(SCALE)" = gpu ]; then \
 		dir=$(RESULTS)/gpu/part_d_teacher; \
 		if grep -qs '"status": "ok"' $$dir/results.json; then echo "== part_d_teacher: done"; else \
@@ -61,12 +64,23 @@ reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), 
 		echo "== $$part"; \
 		$(BIN)/python train.py -m experiment=results/$$part scale=$(SCALE) $(SOURCES) $(ARGS) $$where $$teacher || failed=1; \
 	done; \
-	$(BIN)/python -m trickbench.report.results_page --root $(RESULTS) --out $(PAGE) || failed=1; \
+	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; \
+	mkdir -p $(RECORDS)/$(SCALE); end=$$(date +%s); \
+	echo "$$start $$end $$((end - start))" >> $(RECORDS)/$(SCALE)/sittings.txt; \
+	$(BIN)/python -m trickbench.report.results_page --root $(RECORDS) --out $(PAGE) || failed=1; \
 	exit $$failed
 
-results-page:  ## rebuild docs/results.md (and docs/results/*.png) from the sweep folders under RESULTS=logs/results
-	$(BIN)/python -m trickbench.report.results_page --root $(RESULTS) --out $(PAGE)
+records:  ## copy each job's results.json, metrics.csv and config from RESULTS=logs/results into RECORDS=docs/results/runs
+	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)
+
+results-page:  ## rebuild docs/results.md and docs/results/{cpu,gpu}/*.png from the run records in RECORDS=docs/results/runs
+	$(BIN)/python -m trickbench.report.results_page --root $(RECORDS) --out $(PAGE)
 
 pilot:  ## on a GPU machine: the pilot that picks Part D's length (its report.md in RESULTS/gpu/part_d_pilot)
 	@dir=$(RESULTS)/gpu/part_d_pilot; $(call WHERE,sweep); \
 	$(BIN)/python train.py -m experiment=results/part_d_pilot $(if $(DATA_CIFAR),data.source=$(DATA_CIFAR)) $$where
+
+pilot-zero-gamma:  ## on CPU: zero-gamma alone vs the baseline at 15, 30, 60 epochs (the page's Method prints it)
+	@dir=$(RESULTS)/cpu/part_d_zero_gamma_pilot; $(call WHERE,sweep); \
+	$(BIN)/python train.py -m experiment=results/part_d_zero_gamma_pilot scale=cpu $(SOURCES) $(ARGS) $$where && \
+	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)

@@ -262,7 +262,8 @@ FRACTION_BAD = [
      "scheduler.lr_scheduler.milestones", [0.1, 0.75], "fractions of the run after the warmup's end (2 of"),
     (["scheduler=multistep", "scheduler.lr_scheduler.milestones=[1.5]"], "scheduler.lr_scheduler.milestones", [1.5],
      "a list of epochs (integers >= 0) or fractions"),
-    (["scheduler=step", "scheduler.lr_scheduler.step_size=0"], "scheduler.lr_scheduler.step_size", 0, "an integer >= 1"),
+    (["scheduler=step", "scheduler.lr_scheduler.step_size=0"], "scheduler.lr_scheduler.step_size", 0,
+     "an integer >= 1"),
     (["scheduler=exponential", "scheduler.final_lr_factor=0"], "scheduler.final_lr_factor", 0, "null (use"),
     (["scheduler.warmup_epochs=1.0"], "scheduler.warmup_epochs", 1.0, "an integer >= 0 (epochs; 0: no warmup) or a"),
 ]

@@ -135,8 +135,13 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("test_after_fit", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
+    test_last = {}
+    if cfg.get("test_last") and last_ckpt.exists():  # the last epoch's weights too: no choice made on a val split
+        test_last = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
 
     results = run_results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs, settings)
+    if test_last:
+        results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)

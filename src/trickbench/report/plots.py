@@ -6,13 +6,28 @@ from pathlib import Path
 
 from trickbench.report.collect import Row
 
+# no matplotlib version or date in the PNG, one bundled font: the same records give the same bytes (docs/results.md)
+PNG_METADATA = {"Software": None}
 
-def write_plots(rows: list[Row], folder: Path) -> list[str]:
+
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.family": "DejaVu Sans", "svg.hashsalt": "trickbench", "path.simplify": True})
+    return plt
+
+
+def savefig(fig, path: Path) -> None:
+    fig.savefig(path, metadata=PNG_METADATA)
+
+
+def write_plots(rows: list[Row], folder: Path) -> list[str]:
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     colors = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
     written = []
@@ -47,7 +62,7 @@ def write_plots(rows: list[Row], folder: Path) -> list[str]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.tight_layout()
-        fig.savefig(folder / name)
+        savefig(fig, folder / name)
         plt.close(fig)
         written.append(name)
     written.append(_plot_deltas(rows, folder, plt))
@@ -80,6 +95,6 @@ def _plot_deltas(rows: list[Row], folder: Path, plt) -> str:
     ax.set(xlabel="test accuracy - baseline (points), 95% CI over seeds", title=f"difference to the baseline: {base}")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(folder / "test_acc_delta.png")
+    savefig(fig, folder / "test_acc_delta.png")
     plt.close(fig)
     return "test_acc_delta.png"

@@ -2,10 +2,11 @@
 for Part B the per-layer gradient norms of two runs (sigmoid vs ReLU), read from their TensorBoard event files,
 where GradientNorms (callbacks.py) logs grad_norm/<parameter> every trainer.log_every_n_steps."""
 
+import json
 import re
 from pathlib import Path
 
-from trickbench.report.plots import write_plots
+from trickbench.report.plots import pyplot, savefig, write_plots
 from trickbench.report.results_tables import Table
 
 
@@ -20,7 +21,14 @@ def _natural(name: str) -> list:
 
 
 def layer_norms(run_folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """grad_norm/<parameter> -> [(step, norm), ...] from a run's tensorboard/ folder, layers input to output."""
+    """grad_norm/<parameter> -> [(step, norm), ...] from a run's tensorboard/ folder, layers input to output; from
+    its record's grad_norm.json (first and last step, report/records.py) where the event files are not kept."""
+    saved = run_folder / "grad_norm.json"
+    if saved.exists():
+        norms = json.loads(saved.read_text())
+        return {k: [tuple(p) for p in norms[k]] for k in sorted(norms, key=_natural)}
+    if not (run_folder / "tensorboard").is_dir():
+        return {}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_folder / "tensorboard"), size_guidance={"scalars": 0})
@@ -36,11 +44,7 @@ def grad_norm_plot(runs: dict[str, Path], out: Path) -> Path | None:
     norms = {label: n for label, n in norms.items() if n}
     if not norms:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
     for color, (label, layers) in zip(("tab:red", "tab:blue", "tab:green", "tab:orange"), norms.items(), strict=False):
         x = range(1, len(layers) + 1)
@@ -56,7 +60,23 @@ def grad_norm_plot(runs: dict[str, Path], out: Path) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    savefig(fig, out)
+    plt.close(fig)
+    return out
+
+
+def lr_plot(curves: dict[str, tuple[list[float], int]], title: str, out: Path) -> Path:
+    """A small PNG of each configuration's lr per optimizer step (x in epochs): label -> (lrs, steps per epoch)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=80)
+    for (name, (lrs, spe)), style in zip(curves.items(), ("-", "--", "-.", ":") * 4, strict=False):
+        ax.plot([t / spe for t in range(len(lrs))], lrs, style, lw=1.5, label=name)
+    ax.set(xlabel="epoch", ylabel="lr", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    savefig(fig, out)
     plt.close(fig)
     return out
 

@@ -1,14 +1,17 @@
-"""The numbers of docs/results.md: a sweep folder's jobs as one table per dataset (train, val and test accuracy
-mean ± std over seeds, the paired test difference to the part's baseline with its 95% interval, epochs, wall
-time, device, dataset), and the two or three sentences written from them."""
+"""The numbers of docs/results.md: a sweep folder's jobs as one table per dataset (train, best-val, and test accuracy
+of the best-val checkpoint and of the last epoch, mean ± std over seeds; the paired difference to the part's
+baseline on the verdicts' figure with its 95% interval; epochs, wall time, precision where rows differ, device,
+dataset)."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trickbench.report import claims
 from trickbench.report.collect import Job, Row, find_jobs, group_rows
 from trickbench.report.stats import compute, mean_std
 
-METRICS = {"train": ("train", "acc_last"), "val": ("val", "acc_best"), "test": ("test", "acc")}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST"}
+COLUMNS = {"train": "train acc", "val": "best val acc", "test": "test acc (best val)", "test_last": "test acc (last)"}
 
 
 @dataclass
@@ -19,16 +22,18 @@ class Table:
     baseline: str = ""
     numbers: dict = field(default_factory=dict)  # row label -> {"train": (mean, std), ...}
 
+    def row(self, overrides: str) -> Row | None:
+        return find_row(self, overrides)
+
+    @property
+    def base(self) -> Row:
+        return next(r for r in self.rows if r.baseline)
+
 
 def short(config: tuple[str, ...], common: set[str]) -> str:
     """A row's name on the page: what differs between rows, each override by its option's last part
     (variant=part_a/lenet5 -> lenet5, trick=batchnorm -> batchnorm)."""
-    return " ".join(o.split("=", 1)[-1].rsplit("/", 1)[-1] for o in config if o not in common) or "(all runs)"
-
-
-def _metric(job: Job, name: str):
-    part, key = METRICS[name]
-    return (job.results.get(part) or {}).get(key)
+    return " ".join(claims.label(o) for o in config if o not in common) or "(all runs)"
 
 
 def tables(folder: Path, baseline: str | None) -> tuple[list[Table], list[Job]]:
@@ -50,10 +55,15 @@ def tables(folder: Path, baseline: str | None) -> tuple[list[Table], list[Job]]:
             r.label = short(r.config, common)
         table = Table(dataset, rows, group, next(r.label for r in rows if r.baseline))
         for r in rows:
-            ok = [j for j in r.jobs if j.ok]
-            table.numbers[r.label] = {m: mean_std([v for j in ok if (v := _metric(j, m)) is not None]) for m in METRICS}
+            table.numbers[r.label] = {m: mean_std(list(claims.per_seed(r, m).values())) for m in COLUMNS}
         out.append(table)
     return out, [j for j in jobs if not j.ok]
+
+
+def dataset_name(label: str) -> str:
+    """The page's name of a dataset label: cifar10 (JPEG q75 copy) -> CIFAR-10 (JPEG q75 copy)."""
+    head, _, rest = label.partition(" ")
+    return " ".join([DATASET_NAMES.get(head, head), rest]).strip()
 
 
 def _pct(mean_std_pair) -> str:
@@ -63,40 +73,34 @@ def _pct(mean_std_pair) -> str:
     return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
-def _diff(s: dict) -> str:
-    if s["baseline"]:
-        return "baseline"
-    if s["diff_mean"] is None:
-        return "n/a"
-    if s["diff_ci_low"] is None:
-        return f"{100 * s['diff_mean']:+.2f} (one seed: no interval)"
-    return f"{100 * s['diff_mean']:+.2f} [{100 * s['diff_ci_low']:+.2f}, {100 * s['diff_ci_high']:+.2f}]"
-
-
 def _joined(values) -> str:
     return ", ".join(sorted({str(v) for v in values if v is not None})) or "n/a"
 
 
-def markdown(table: Table) -> list[str]:
-    """The table, rows in the sweep's order (a ladder reads top to bottom)."""
-    lines = [
-        "| config | seeds | train acc | best val acc | test acc | Δ test vs baseline [95% CI] | epochs | wall s "
-        "| device | dataset |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in table.rows:
+def markdown(table: Table, metric: str, rows: list[Row] | None = None) -> list[str]:
+    """The table, rows in the sweep's order (a ladder reads top to bottom); Δ on `metric`, paired by seed. The
+    precision column appears only when the rows ran at different precisions."""
+    rows = rows if rows is not None else table.rows
+    precisions = {_joined(j.results.get("precision") for j in r.jobs if j.ok) for r in rows}
+    show_precision = len(precisions) > 1
+    head = ["config", "seeds", *COLUMNS.values(), f"Δ {claims.METRIC_NAMES[metric]} vs baseline [95% CI]",
+            "epochs", "wall s", *(["precision"] if show_precision else []), "device", "dataset"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = claims.per_seed(table.base, metric)
+    for r in rows:
         ok = [j for j in r.jobs if j.ok]
         n = table.numbers[r.label]
         wall = r.stats["wall_time_s_mean"]
         name = f"**{r.label}** (baseline)" if r.baseline else r.label
         if r.stats["n_not_ok"]:
             name += f" ({r.stats['n_not_ok']} not ok)"
-        lines.append(
-            f"| {name} | {r.stats['seeds'] or '-'} | {_pct(n['train'])} | {_pct(n['val'])} | {_pct(n['test'])} "
-            f"| {_diff(r.stats)} | {_joined(j.results.get('epochs') for j in ok)} "
-            f"| {'n/a' if wall is None else f'{wall:.0f}'} | {_joined(j.results.get('device') for j in ok)} "
-            f"| {_joined(j.results.get('dataset') for j in ok)} |"
-        )
+        diff = "baseline" if r.baseline else claims.interval_text(claims.paired(claims.per_seed(r, metric), base))[0]
+        cells = [name, r.stats["seeds"] or "-", *(_pct(n[m]) for m in COLUMNS), diff,
+                 _joined(j.results.get("epochs") for j in ok), "n/a" if wall is None else f"{wall:.0f}",
+                 *([_joined(j.results.get("precision") for j in ok)] if show_precision else []),
+                 _joined(j.results.get("device") for j in ok),
+                 _joined(dataset_name(j.results.get("dataset") or "?") for j in ok)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -106,71 +110,8 @@ def find_row(table: Table, overrides: str) -> Row | None:
     return found[0] if len(found) == 1 else None
 
 
-def _value(table: Table, row: Row, metric: str):
-    return table.numbers[row.label][metric][0]
-
-
-def sentences(table: Table, expect: dict) -> str:
-    """Best and worst, what the baseline differences say against seed noise, and the preset's expectation (the
-    lecture's or the paper's) checked on the measured means."""
-    metric = expect.get("metric", "test")
-    done = [r for r in table.rows if _value(table, r, "test") is not None]
-    if not done:
-        return "No configuration finished ok."
-    ranked = sorted(done, key=lambda r: -_value(table, r, "test"))
-    best, worst = ranked[0], ranked[-1]
-    text = [
-        f"Best test accuracy: **{best.label}** ({_pct(table.numbers[best.label]['test'])}%); worst: "
-        f"**{worst.label}** ({_pct(table.numbers[worst.label]['test'])}%)."
-    ]
-    others = [r for r in done if not r.baseline and r.stats["diff_mean"] is not None]
-    if others and all(r.stats["diff_ci_low"] is None for r in others):
-        text.append(f"With one seed per configuration no difference to {table.baseline} has an interval.")
-    elif others:
-        clear = [r for r in others if r.stats["diff_ci_low"] is not None and _excludes_zero(r.stats)]
-        noise = [r.label for r in others if r not in clear]
-        said = ", ".join(f"{r.label} ({100 * r.stats['diff_mean']:+.2f})" for r in clear) or "none"
-        text.append(
-            f"Against {table.baseline}, the 95% interval of the paired test difference excludes 0 for: {said}"
-            + (f"; it includes 0 (seed noise) for {', '.join(noise)}." if noise else ".")
-        )
-    text.append(_expectation(table, expect, metric, done))
-    return " ".join(t for t in text if t)
-
-
-def _excludes_zero(s: dict) -> bool:
-    return s["diff_ci_low"] > 0 or s["diff_ci_high"] < 0
-
-
-def _expectation(table: Table, expect: dict, metric: str, done: list[Row]) -> str:
-    if not expect:
-        return ""
-    name = {"train": "final train accuracy", "val": "best val accuracy", "test": "test accuracy"}[metric]
-    held, close, failed = [], [], []
-
-    def check(hi: Row, lo: Row) -> None:
-        (a, sa), (b, sb) = table.numbers[hi.label][metric], table.numbers[lo.label][metric]
-        if a is None or b is None:
-            return
-        said = f"{hi.label} {100 * a:.1f} vs {lo.label} {100 * b:.1f}"
-        (close if abs(a - b) <= max(sa or 0, sb or 0) else held if a > b else failed).append(said)
-
-    for hi, lo in expect.get("better") or []:
-        row_hi, row_lo = find_row(table, hi), find_row(table, lo)
-        if row_hi is not None and row_lo is not None:
-            check(row_hi, row_lo)
-    base = next(r for r in table.rows if r.baseline)
-    if expect.get("beats_baseline"):
-        for r in done:
-            if not r.baseline:
-                check(r, base)
-    if expect.get("rising"):
-        for lo, hi in zip(done, done[1:], strict=False):
-            check(hi, lo)
-    n = len(held) + len(close) + len(failed)
-    if not n:
-        return "The expectation above names configurations that did not run here: not checked."
-    verdict = f"The expectation's comparisons on {name}: {len(held)} of {n} held"
-    if close:
-        verdict += f", {len(close)} within one seed std ({'; '.join(close)})"
-    return verdict + (f"; against it: {'; '.join(failed)}." if failed else ".")
+def verdict_lines(verdicts: list[claims.Verdict]) -> list[str]:
+    """The claims checked on one table, as a table of their own."""
+    lines = ["| claim | verdict | effect |", "|---|---|---|"]
+    lines += [f"| {'premise: ' if v.premise else ''}{v.says} | **{v.verdict}** | {v.effect} |" for v in verdicts]
+    return lines
