@@ -316,21 +316,37 @@ def test_eval_rejects_a_bad_checkpoint_in_one_line(case, trained, tmp_path):
 
 
 # ---- the real commands: exit code, one line on stderr, no traceback --------------------------------------------------
+# issue 25: values that once reached a builder (a traceback, or a net that is not the one its name says), and the
+# error line each gives; each command runs on a mirror that does not exist, so any data read would fail differently
+REGRESSIONS = {
+    "resnet-width-0": (["model=resnet20", "model.width=0"], "model.width=0: a positive integer"),
+    "unknown-pool": (["model=cnn", "model.pool=median"], "model.pool='median': one of ['max', 'avg', 'none']"),
+    "groups-0": (["norm=group", "norm.groups=0"], "norm.groups=0: a positive integer"),
+    "empty-stages": (["model=resnet20", "model.blocks=[0,0,0]"], "model.blocks=[0, 0, 0]: at least one block"),
+    "no-conv": (["model.channels=[]"], "model.channels=[]: a non-empty list of integers >= 1"),
+}
+
+
 @pytest.fixture(scope="module")
 def cli(trained, cifar_tarball, tmp_path_factory) -> dict:
-    """Four real commands, started together: each is mostly Python start-up, which overlaps."""
+    """The real commands, started together: each is mostly Python start-up, which overlaps."""
     tmp = tmp_path_factory.mktemp("cli")
     bad_tarball = truncated_copy(cifar_tarball, tmp / "cifar-cut.tar.gz")
     other_dataset = save(with_config(trained["checkpoint"], **{"data.name": "cifar10"}), tmp / "cifar.ckpt")
+    finished = tmp / "finished-run"
+    finished.mkdir()
+    (finished / "results.json").write_text(json.dumps({"status": "ok", "overrides": ["seed=1"]}))
     commands = {
         "unknown-option": ["train.py", "model=nope"],
         "wrong-type": ["train.py", "trainer.max_epochs=abc", "data.source=/no/such/mirror"],
         "truncated-tarball": ["train.py", *tiny_run_overrides(bad_tarball, "cifar10", tmp / "data")],
         "eval-other-dataset": ["eval.py", f"ckpt_path={other_dataset}"],
+        "finished-run-dir": ["train.py", "seed=2", f"hydra.run.dir={finished}"],
+        **{name: ["train.py", *o, "data.source=/no/such/mirror"] for name, (o, _) in REGRESSIONS.items()},
     }
     started = {
         name: subprocess.Popen(
-            [sys.executable, *args, f"hydra.run.dir={tmp / name}"],
+            [sys.executable, *args, *([] if "run-dir" in name else [f"hydra.run.dir={tmp / name}"])],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -339,7 +355,7 @@ def cli(trained, cifar_tarball, tmp_path_factory) -> dict:
         for name, args in commands.items()
     }
     done = {name: finish(p) for name, p in started.items()}
-    return {"tmp": tmp, "bad_tarball": bad_tarball, "other_dataset": other_dataset, **done}
+    return {"tmp": tmp, "bad_tarball": bad_tarball, "other_dataset": other_dataset, "finished": finished, **done}
 
 
 def finish(p: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -382,3 +398,22 @@ def test_cli_eval_checkpoint_of_another_dataset(cli):
     assert _first_line(proc.stderr).startswith(
         f"error: ckpt_path={str(cli['other_dataset'])!r}: weights that fit the model"
     )
+
+
+@pytest.mark.parametrize("name", REGRESSIONS)
+def test_cli_refuses_what_once_reached_a_builder(cli, name):
+    proc = cli[name]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {REGRESSIONS[name][1]}"), proc.stderr
+
+
+def test_cli_run_dir_holding_a_finished_run_says_so_and_what_to_do(cli):
+    proc, folder = cli["finished-run-dir"], cli["finished"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: hydra.run.dir={str(folder)!r}: holds a finished run (results.json; it trained ['seed=1']); give this "
+        "run a new folder (another hydra.run.dir, or none for a new timestamped one), or continue that run with "
+        f"resume={folder}"
+    ]
+    assert json.loads((folder / "results.json").read_text()) == {"status": "ok", "overrides": ["seed=1"]}

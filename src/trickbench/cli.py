@@ -3,6 +3,7 @@ stops in one line naming what exists, before Hydra would print its own many line
 quiet_libraries: each log line once, without the libraries' tips and deprecation warnings."""
 
 import difflib
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from trickbench import sweep
 from trickbench.errors import ConfigError, TrickbenchError, exit_with, first_line
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -34,6 +36,18 @@ def check_resume(run_dir) -> None:
     """resume=<run folder> outside a sweep needs that run's last.ckpt."""
     if not (Path(str(run_dir)) / LAST_CKPT).is_file():
         raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
+
+
+def check_run_dir(run_dir: Path, overrides: list[str]) -> None:
+    """hydra.run.dir=<a folder with a run in it>, without resume=: refused when that run finished or trained other
+    overrides (the run would overwrite its results and checkpoints); the same overrides after a failure run again."""
+    try:
+        done = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    trained = sweep.what_it_trains(done.get("overrides") or [])
+    if done.get("status") == "ok" or trained != sweep.what_it_trains(overrides):
+        raise ConfigError("hydra.run.dir", str(run_dir), sweep.held_run(done, run_dir))
 
 
 # ---- one-line errors for overrides that do not compose -----------------------------------------------------
@@ -79,10 +93,12 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
                             raise _unknown_option(loader, o, option)
             first_job = [line for o in parsed if (line := _first_job_override(o)) is not None]
             _compose_or_explain(loader, config_name, first_job, parsed)
-            if not multirun:
+            if not multirun and config_name == "train":
                 resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
-                if config_name == "train" and isinstance(resume, str) and resume:
+                if isinstance(resume, str) and resume:
                     check_resume(resume)
+                elif (run_dir := next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None)):
+                    check_run_dir(Path(str(run_dir)), overrides)
     finally:
         GlobalHydra.instance().clear()
 

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench import callbacks, models, optim, speed, tuning
+from trickbench import callbacks, models, nn, optim, speed, tuning
 from trickbench.data import augment, datamodule
 from trickbench.errors import ConfigError
 from trickbench.rules import Rule, check, fraction, integer, one_of, optional, positive
@@ -53,6 +53,7 @@ CORE_RULES = [
     *optim.RULES,
     *speed.RULES,
     *models.RULES,
+    *nn.RULES,
     *callbacks.RULES,
     *tuning.RULES,
     *distill.RULES,  # also without trick=distill: a distill node the user wrote by hand

@@ -167,6 +167,16 @@ def threads_for(requested: int | None, n_jobs: int) -> int:
     return max((os.cpu_count() or 1) // max(n_jobs, 1), 1)
 
 
+def held_run(done: dict, out_dir) -> str:
+    """What a single run's folder already holds, and the two ways on."""
+    status = done.get("status")
+    what = "a finished run" if status == "ok" else f"a run with status {status}"
+    return (
+        f"holds {what} (results.json; it trained {what_it_trains(done.get('overrides') or [])}); give this run a new "
+        f"folder (another hydra.run.dir, or none for a new timestamped one), or continue that run with resume={out_dir}"
+    )
+
+
 def finished(out_dir: Path, overrides: list[str]) -> dict | None:
     """The job's results.json when it already finished with status ok under the same overrides (resume=)."""
     path = out_dir / "results.json"
@@ -177,6 +187,8 @@ def finished(out_dir: Path, overrides: list[str]) -> dict | None:
     except json.JSONDecodeError:
         return None  # half-written by a killed job: run it again
     if what_it_trains(done.get("overrides") or []) != what_it_trains(overrides):
+        if not is_multirun():
+            raise ConfigError("hydra.run.dir", str(out_dir), held_run(done, out_dir))
         raise ConfigError(
             "resume",
             str(out_dir.parent),

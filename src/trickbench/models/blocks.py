@@ -17,6 +17,9 @@ class LayerKit:
     norm: NormSpec
 
 
+POOLS = ("max", "avg", "none")
+
+
 def _pool(kind: str | None) -> nn.Module | None:
     # ceil_mode: odd maps (7x7) pool to the size a stride-2 1x1 shortcut conv gives (4x4)
     return {"max": nn.MaxPool2d(2, ceil_mode=True), "avg": nn.AvgPool2d(2, ceil_mode=True), None: None, "none": None}[

@@ -2,8 +2,18 @@
 
 from torch import nn
 
-from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage, output_shape
-from trickbench.models.registry import register_model
+from trickbench.models.blocks import POOLS, Backbone, ConvBlock, Head, LayerKit, Stage, output_shape
+from trickbench.models.registry import int_list, register_model
+from trickbench.rules import Rule, integer, one_of, optional
+
+RULES = [
+    # no block is no convolution: a net of FC layers only is model=mlp, under its own name in results.json
+    Rule("model.channels", int_list(), "a non-empty list of integers >= 1, the channels of each block"),
+    Rule("model.convs_per_block", integer(1), "an integer >= 1"),
+    Rule("model.kernel_size", integer(1), "an integer >= 1"),
+    Rule("model.pool", optional(one_of(POOLS)), f"one of {list(POOLS)}"),
+    Rule("model.head", int_list(empty_ok=True), "a list of integers >= 1, the hidden FC widths ([]: none)"),
+]
 
 
 def _conv_stages(cin, widths, convs, kit, kernel_size, pool, skip, conv_dropout, in_size):

@@ -16,8 +16,8 @@ from torch import nn
 
 from trickbench.errors import ConfigError
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage
-from trickbench.models.registry import register_model
-from trickbench.rules import Relation, Rule, check, fraction
+from trickbench.models.registry import int_list, register_model
+from trickbench.rules import Relation, Rule, check, fraction, integer
 
 STEMS = ("cifar", "imagenet", "deep")
 VARIANTS = ("a", "b", "c", "d")
@@ -82,10 +82,22 @@ def _checked_stem(name, bottleneck, kit, skip, stem, variant, zero_init_residual
                 else "norm.affine_weight=false fixes gamma at 1"
             )
         raise ConfigError("model.zero_init_residual", True, f"{missing}; allowed: false")
+    return _stem_of(stem, variant)
+
+
+def _stem_of(stem, variant) -> str:
     return stem or ("deep" if variant == "c" else "cifar")
 
 
 RULES = [
+    Rule("model.width", integer(1), "a positive integer: the channels of the first stage (doubled at each stage)"),
+    # a stage of no block would leave a stem and a head, reported as the ResNet it names
+    Rule("model.blocks", int_list(), "at least one block per stage: a non-empty list of integers >= 1"),
+    Relation(
+        "model.width",
+        lambda w, cfg: w >= 2 or _stem_of(cfg.model.get("stem"), cfg.model.get("variant")) != "deep",
+        lambda cfg: "an integer >= 2 with the deep stem (its first convs have width // 2 channels)",
+    ),
     Rule("model.stochastic_depth", fraction, "a number in [0, 1): the last residual block's drop probability"),
     Relation(
         "model.stochastic_depth",

@@ -1,5 +1,8 @@
 from trickbench.nn.activation import ACTIVATIONS, make_activation
 from trickbench.nn.init import INITS, init_weights
 from trickbench.nn.norm import NORMS, NormSpec, make_norm_spec
+from trickbench.nn import activation, norm
 
-__all__ = ["ACTIVATIONS", "make_activation", "INITS", "init_weights", "NORMS", "NormSpec", "make_norm_spec"]
+RULES = [*norm.RULES, *activation.RULES]
+
+__all__ = ["RULES", "ACTIVATIONS", "make_activation", "INITS", "init_weights", "NORMS", "NormSpec", "make_norm_spec"]

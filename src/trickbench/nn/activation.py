@@ -6,6 +6,7 @@ from typing import Callable
 from torch import nn
 
 from trickbench.errors import ConfigError
+from trickbench.rules import Rule, number
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -16,6 +17,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "gelu": nn.GELU,
 }
+
+RULES = [
+    Rule("activation.alpha", number(), "a number (ELU's value for large negative inputs)"),
+    Rule("activation.negative_slope", number(), "a number (the slope below 0)"),
+]
 
 
 def make_activation(cfg) -> Callable[[], nn.Module]:

@@ -11,13 +11,18 @@ from typing import Callable
 from torch import nn
 
 from trickbench.errors import ConfigError, is_number
+from trickbench.rules import Rule, integer
 
 PLACEMENTS = ("before_act", "after_act")
 NORMS = ("none", "batch", "layer", "group", "instance")
+RULES = [
+    Rule("norm.groups", integer(1), "a positive integer (a layer of C channels takes gcd(groups, C) groups)"),
+]
 
 
-def _group_norm(groups: int, eps: float) -> Callable[[int], nn.Module]:
-    return lambda c: nn.GroupNorm(math.gcd(groups, c), c, eps=eps)
+def _group_norm(groups: int, eps: float, per_group: int = 1) -> Callable[[int], nn.Module]:
+    """per_group: the fewest channels a group keeps; a feature vector's group of one channel has no variance."""
+    return lambda c: nn.GroupNorm(math.gcd(groups, c, max(c // per_group, 1)), c, eps=eps)
 
 
 # name -> (conv layer factory, FC layer factory or None where the norm has no meaning for a feature vector)
@@ -27,7 +32,7 @@ def _factories(name: str, groups: int, eps: float, momentum: float | None):
         "none": (lambda c: nn.Identity(), lambda c: nn.Identity()),
         "batch": (partial(nn.BatchNorm2d, **batch), partial(nn.BatchNorm1d, **batch)),
         "layer": (lambda c: nn.GroupNorm(1, c, eps=eps), partial(nn.LayerNorm, eps=eps)),
-        "group": (_group_norm(groups, eps), _group_norm(groups, eps)),
+        "group": (_group_norm(groups, eps), _group_norm(groups, eps, per_group=2)),
         # affine like the other norms, so that norm=instance differs from norm=batch only in what it averages over
         "instance": (lambda c: nn.InstanceNorm2d(c, eps=eps, affine=True), None),
     }[name]
