@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torchvision.io import encode_png
 
+from trickbench import speed
 from trickbench.config import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,14 @@ def tar_gz(folder: Path, archive: Path) -> Path:
         for child in sorted(folder.iterdir()):
             tar.add(child, arcname=child.name)
     return archive
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(monkeypatch):
+    """In-process runs take trainer.precision=null as 32-true whatever CPU runs the suite (Intel, AMD, with or
+    without AVX512_BF16), so their numbers do not depend on it; tests of the auto choice patch the probe themselves.
+    Runs in subprocesses (train_cli) ask the real probe: the default as a user gets it."""
+    monkeypatch.setattr(speed, "cpu_native_bf16", lambda: False)
 
 
 @pytest.fixture(scope="session")

@@ -143,6 +143,7 @@ def test_cpu_defaults_and_refused_switches(caplog):
         "compile": None,
         "channels_last": False,
         "sync_batchnorm": False,
+        "cpu_native_bf16": False,  # conftest's cpu_without_native_bf16; tests/test_cpu_precision.py tries both
     }
     with caplog.at_level(logging.WARNING):
         s = settings(

@@ -1,11 +1,14 @@
 """Reading a checkpoint written by train.py: for eval.py, resume= and a distillation teacher."""
 
+import logging
+
 from pathlib import Path
 
 import torch
 
 from trickbench.errors import ConfigError, first_line
 
+log = logging.getLogger(__name__)
 RUN_KEYS = ("seed", "data", "model", "activation", "norm", "init")  # what rebuilding the run reads
 
 
@@ -27,3 +30,20 @@ def load_checkpoint(path: Path, key: str = "ckpt_path") -> dict:
     if not isinstance(config, dict) or any(k not in config for k in RUN_KEYS) or "state_dict" not in checkpoint:
         raise ConfigError(key, str(path), "a checkpoint written by train.py (it stores the run's config and weights)")
     return checkpoint
+
+
+def resumed_precision(last_ckpt: Path, asked, resolved: str) -> str:
+    """The precision a run continued from last_ckpt uses: the one it was trained with (its stored config records
+    the resolved one), so trainer.precision=null cannot switch it on another machine; an explicit other value
+    (asked) is refused. Checkpoints from before the precision was recorded keep `resolved`."""
+    if not last_ckpt.is_file():
+        return resolved
+    started = load_checkpoint(last_ckpt, key="resume")["hyper_parameters"]["config"]["trainer"].get("precision")
+    if started is None or str(started) == resolved:
+        return resolved
+    if asked is not None:
+        raise ConfigError(
+            "trainer.precision", asked, f"{started}, the precision {last_ckpt} was trained with (or a new run folder)"
+        )
+    log.info("precision %s: the precision %s was trained with", started, last_ckpt)
+    return str(started)

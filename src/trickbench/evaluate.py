@@ -52,7 +52,9 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     module = build_module(run_cfg, net, stored["num_classes"])
     load_weights(module, checkpoint, path)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    # the precision the run was trained and tested with (its config records it), unless eval's trainer.precision says
+    precision = cfg.trainer.get("precision") or run_cfg.trainer.get("precision")
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], precision=precision)
     metrics = trainer.test(module, dm)[0]
     result = {
         "ckpt_path": str(path.resolve()),

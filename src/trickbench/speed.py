@@ -4,6 +4,7 @@ What a run used goes to results.json ("speed"), determinism included: it is an e
 (trainer.deterministic), never a side effect of another switch."""
 
 import logging
+import platform
 import time
 
 import lightning as L
@@ -30,6 +31,15 @@ def on_gpu(trainer_cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware: AVX512_BF16 or AMX on x86 (the probes inductor's CPU code
+    picks its bf16 kernels by), the bf16 extension on Arm (oneDNN's check there). oneDNN's x86 check is not used: it
+    says yes on any AVX-512 CPU, where bf16 is emulated and runs slower than float32."""
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _refuse(key: str, value, why: str, instead):
     log.warning("%s=%s ignored: %s; using %s", key, value, why, instead)
     return instead
@@ -38,14 +48,18 @@ def _refuse(key: str, value, why: str, instead):
 def resolve(cfg: DictConfig) -> dict:
     """The speed settings this run uses: trainer.precision, trainer.benchmark, matmul_precision, compile,
     model.channels_last and trainer.sync_batchnorm, with null meaning the device's best (bf16-mixed, autotuning,
-    TF32 and synced BatchNorm statistics on a GPU; fp32 and per-rank statistics on a CPU)."""
+    TF32 and synced BatchNorm statistics on a GPU; bf16-mixed where the CPU has native bfloat16, else 32-true, and
+    per-rank statistics on a CPU)."""
     gpu = on_gpu(cfg.trainer)
-    bf16 = gpu and torch.cuda.is_bf16_supported()
+    native_cpu_bf16 = None if gpu else cpu_native_bf16()
+    bf16 = torch.cuda.is_bf16_supported() if gpu else native_cpu_bf16
     deterministic = cfg.trainer.get("deterministic") in (True, "warn")
 
     precision = cfg.trainer.get("precision")
     if precision is None:
         precision = "bf16-mixed" if bf16 else "32-true"
+        device, has = ("GPU" if gpu else "CPU"), ("has" if bf16 else "lacks")
+        log.info("precision %s (trainer.precision=null: this %s %s native bfloat16)", precision, device, has)
     elif "bf16" in str(precision) and gpu and not bf16:
         precision = _refuse("trainer.precision", precision, "this GPU has no bfloat16", "32-true")
 
@@ -78,6 +92,7 @@ def resolve(cfg: DictConfig) -> dict:
         "compile": "inductor" if backend is True else backend,
         "channels_last": bool(cfg.model.get("channels_last", False)),
         "sync_batchnorm": bool(sync_bn),
+        "cpu_native_bf16": native_cpu_bf16,  # null on a GPU
     }
 
 

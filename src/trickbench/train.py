@@ -13,10 +13,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trickbench import optim, search, speed, sweep, tuning
-from trickbench.checkpoints import load_checkpoint
+from trickbench.checkpoints import load_checkpoint, resumed_precision
 from trickbench.cli import LAST_CKPT, check_resume
 from trickbench.config import validate
 from trickbench.data import DATASETS
@@ -100,6 +100,10 @@ def run(cfg: DictConfig) -> dict:
     n_jobs = sweep.parallel_jobs()
     sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs * sweep.cpu_ranks(cfg.trainer)))
     settings = speed.resolve(cfg)
+    last_ckpt = out_dir / LAST_CKPT
+    settings["precision"] = resumed_precision(last_ckpt, cfg.trainer.get("precision"), settings["precision"])
+    with open_dict(cfg):  # the checkpoints' config records what ran, for resume= and eval.py on another machine
+        cfg.trainer.precision = settings["precision"]
     speed.apply_backend_flags(settings)
     step_tricks = build_step_tricks(cfg)  # a trick's missing value (distill's teacher) fails before any data is read
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
@@ -122,7 +126,6 @@ def run(cfg: DictConfig) -> dict:
         plugins=_plugins(),
     )
 
-    last_ckpt = out_dir / LAST_CKPT
     if last_ckpt.exists():  # a killed or requeued run, or an unfinished job of a resumed sweep
         log.info("resuming from %s", last_ckpt)
     elif (lr_found := tuning.maybe_lr_find(cfg, trainer, module, dm)) is not None:  # tune=lr_find, tune.apply=false
