@@ -72,8 +72,11 @@ def clock(device: str) -> float:
 def machine(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "CPU")
-    return f"CPU {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"CPU {cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    return next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "CPU")
 
 
 def _cpuinfo() -> list[str]:

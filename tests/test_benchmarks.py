@@ -15,7 +15,9 @@ from conftest import CIFAR_CLASSES, ROOT
 from trickbench.data.sources import load_imagefolder
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # what running a script there puts first on the path
+import cpu  # noqa: E402
 import overhead  # noqa: E402
+import parity  # noqa: E402
 import speedrun  # noqa: E402
 import sync_check  # noqa: E402
 
@@ -102,3 +104,41 @@ def test_sync_check_smoke(cifar_tarball, tmp_path, capsys):
     assert code == 0 and cells[2] == "24"
     assert cells[3] == "5"  # steps 0, 9 (logging), 11 (epoch end), 19 (logging), 23 (epoch end)
     assert cells[4:] == ["0", "0", "CPU: no CUDA calls to watch"]
+
+
+def test_cpu_benchmark_smoke(fmnist_mirror, tmp_path, capsys):
+    """The four sides run in one process; each row's GFLOP/s is its images/s times the counted FLOPs per image."""
+    cpu.main(
+        ["--net", "cnn", "--source", str(fmnist_mirror), "--data-root", str(tmp_path), "--subset", "160"]
+        + ["--batches", "2", "--rounds", "1", "--warmup", "0", "--json", str(tmp_path / "c.json")]
+    )
+    out = capsys.readouterr().out
+    measured = json.loads((tmp_path / "c.json").read_text())["measured"][0]
+    assert measured["flops_per_image"] > 0
+    for side in cpu.SIDES:
+        cells = row_cells(out, f"| {side} |")
+        ips = measured["images_per_s"][side][0]
+        assert number(cells[3]) == pytest.approx(ips, abs=1)
+        assert number(cells[4]) == pytest.approx(ips * measured["flops_per_image"] / 1e9, rel=0.05, abs=0.06)
+    assert "fp32 lanes x 2 FLOP x" in out or "native bf16: False" in out
+
+
+def test_parity_table_pairs_seeds(tmp_path, capsys):
+    """The parity row from a case's sweep folder: the paired bf16 - fp32 difference per seed and its interval."""
+    accs = {("32-true", 0): 0.80, ("32-true", 1): 0.70, ("32-true", 2): 0.75}
+    accs |= {("bf16-mixed", 0): 0.81, ("bf16-mixed", 1): 0.70, ("bf16-mixed", 2): 0.76}
+    for job, ((precision, seed), acc) in enumerate(accs.items()):
+        (tmp_path / "cnn_fashion" / str(job)).mkdir(parents=True)
+        results = {"status": "ok", "seed": seed, "overrides": [f"trainer.precision={precision}", f"seed={seed}"]}
+        results |= {"test": {"acc": acc}, "train": {"acc_last": acc}, "images_per_s": 100 if "32" in precision else 150}
+        (tmp_path / "cnn_fashion" / str(job) / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit) as done:
+        parity.main(["--case", "cnn_fashion", "--out", str(tmp_path), "--table-only"])
+    assert done.value.code == 0
+    cells = row_cells(capsys.readouterr().out, "| cnn_fashion |")
+    diffs = [1.0, 0.0, 1.0]  # points, seed by seed (unpaired, the seeds' spread of 5 points would hide them)
+    assert number(cells[4]) == pytest.approx(statistics.fmean(diffs), abs=0.01)
+    half = 4.303 * statistics.stdev(diffs) / 3**0.5  # t(2) at 97.5%
+    low, high = (float(v) for v in re.findall(r"[-+][\d.]+", cells[4].split("[")[1]))
+    assert (low, high) == pytest.approx((statistics.fmean(diffs) - half, statistics.fmean(diffs) + half), abs=0.01)
+    assert cells[5] == "**yes**" and number(cells[7]) == pytest.approx(1.5)
