@@ -137,3 +137,19 @@ def test_paired_ci_edge_cases():
     assert paired_ci([0.03]) == (0.03, None, None)
     mean, low, high = paired_ci([0.01, 0.03])
     assert mean == pytest.approx(0.02) and high - mean == pytest.approx(T_975[1] * math.sqrt(0.0002) / math.sqrt(2))
+
+
+def test_report_shows_precision_only_where_rows_differ(sweep):
+    root, _, _ = sweep
+    write_report([root], target_acc=0.835)
+    header = next(line for line in (root / "report.md").read_text().splitlines() if line.startswith("| config |"))
+    assert "precision" not in header  # every run in the same (unrecorded) precision
+    for path in root.glob("*/results.json"):  # trick=bn ran in bf16 (another machine), the rest in fp32
+        results = json.loads(path.read_text())
+        results["precision"] = "bf16-mixed" if "trick=bn" in results["overrides"] else "32-true"
+        path.write_text(json.dumps(results))
+    write_report([root], target_acc=0.835)
+    md = (root / "report.md").read_text()
+    assert "| wall s | params | precision | status |" in md
+    assert "| 1234 | bf16-mixed | 3 ok |" in md and "| 1234 | 32-true | 3 ok |" in md
+    assert _csv_rows(root / "report.csv")["trick=bn"]["precision"] == "bf16-mixed"

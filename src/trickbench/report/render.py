@@ -26,6 +26,7 @@ CSV_COLUMNS = [
     "target_reached",
     "wall_time_s_mean",
     "params",
+    "precision",
     "status",
 ]
 
@@ -59,6 +60,7 @@ def write_markdown(rows, jobs, missing, folders, target_acc, path: Path, plots: 
     common = sorted(set.intersection(*(set(r.config) for r in rows))) if rows else []
     datasets = sorted({str(j.results.get("dataset")) for j in jobs if j.results.get("dataset")})
     base = next((r for r in rows if r.baseline), None)
+    by_precision = len({r.stats.get("precision") for r in rows}) > 1  # e.g. runs merged from two machines
     lines = [
         "# Sweep report",
         "",
@@ -75,8 +77,8 @@ def write_markdown(rows, jobs, missing, folders, target_acc, path: Path, plots: 
         f" overfitting. Epochs to {_pct(target_acc, 1)}%: mean over seeds that reached it (reached/ok).",
         "",
         f"| config | seeds | test acc | Δ vs baseline [95% CI] | best val acc | final train acc "
-        f"| epochs to {_pct(target_acc, 1)}% | wall s | params | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| epochs to {_pct(target_acc, 1)}% | wall s | params | {'precision | ' if by_precision else ''}status |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if by_precision else ""),
     ]
     for r in rows:
         s = r.stats
@@ -87,7 +89,9 @@ def write_markdown(rows, jobs, missing, folders, target_acc, path: Path, plots: 
         lines.append(
             f"| {name} | {s['seeds'] or '-'} | {acc} | {_diff_cell(s)} | {_pct(s['val_acc_best_mean'])} "
             f"| {_pct(s['train_acc_last_mean'])} | {epochs} ({s['target_reached']}) | {wall} "
-            f"| {s['params'] if s['params'] is not None else 'n/a'} | {s['status']} |"
+            f"| {s['params'] if s['params'] is not None else 'n/a'} "
+            + (f"| {s['precision'] or 'n/a'} " if by_precision else "")
+            + f"| {s['status']} |"
         )
     lines += [""] + [f"![{p}]({p})" for p in plots]
     bad = [j for j in jobs if not j.ok]
