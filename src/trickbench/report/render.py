@@ -60,7 +60,7 @@ def write_markdown(rows, jobs, missing, folders, target_acc, path: Path, plots: 
     common = sorted(set.intersection(*(set(r.config) for r in rows))) if rows else []
     datasets = sorted({str(j.results.get("dataset")) for j in jobs if j.results.get("dataset")})
     base = next((r for r in rows if r.baseline), None)
-    by_precision = len({r.stats.get("precision") for r in rows}) > 1  # e.g. runs merged from two machines
+    by_precision = len({p for r in rows if (p := r.stats.get("precision"))}) > 1  # e.g. runs from two machines
     lines = [
         "# Sweep report",
         "",

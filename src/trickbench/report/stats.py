@@ -72,7 +72,7 @@ def compute(rows: list[Row], target_acc: float) -> None:
             "target_reached": f"{len(reached)}/{len(ok)}",
             "wall_time_s_mean": mean_std([j.results["wall_time_s"] for j in ok])[0],
             "params": params[0] if len(params) == 1 else " ".join(map(str, params)) or None,
-            "precision": " ".join(sorted({str(j.results.get("precision")) for j in ok})) or None,
+            "precision": " ".join(sorted({str(p) for j in ok if (p := j.results.get("precision"))})) or None,
             "status": ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses))),
         }
 
