@@ -1,5 +1,6 @@
 """Config composition (every group option, tricks, experiments), validate() and train.py --help."""
 
+import re
 import subprocess
 import sys
 
@@ -35,13 +36,25 @@ def baseline() -> dict:
 
 
 GROUP_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+# tricks that set an option only ResNets have (their yaml says "ResNets only"): validated on one, and refused on the
+# default cnn in one line naming that option
+RESNET_ONLY = {"trick=resnet_d": "model.variant", "trick=stochastic_depth": "model.stochastic_depth"}
+RESNET_ONLY["trick=zero_gamma"] = "model.zero_init_residual"
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_option_composes_and_validates(group, option):
-    cfg = compose_cfg([f"{group}={option}"])
+    choice = f"{group}={option}"
+    cfg = compose_cfg([choice, *(["model=resnet20"] if choice in RESNET_ONLY else [])])
     assert HydraConfig.get().runtime.choices[group] == option
     validate(cfg)
+
+
+@pytest.mark.parametrize("choice", sorted(RESNET_ONLY))
+def test_a_resnet_only_trick_on_the_default_cnn_is_refused_naming_its_option(choice):
+    assert re.search(r"ResNets (with a norm )?only", (CONF / f"{choice.replace('=', '/')}.yaml").read_text())
+    with pytest.raises(ConfigError, match=rf"^{RESNET_ONLY[choice]}=.*not an option of model=cnn"):
+        validate(compose_cfg([choice]))
 
 
 def test_groups_are_the_defaults_list_groups():
