@@ -3,10 +3,11 @@ the paired per-seed test difference (bf16 minus fp32) with its 95% t-interval. N
 trainer.precision=null choosing bf16-mixed on a CPU with native bfloat16; copy its table into docs/benchmarks.md.
 
     python benchmarks/parity.py                       # every case, sweeps into logs/parity/<case>/ (resumable)
-    python benchmarks/parity.py --case sigmoid_2block --seeds 0,1,2,3,4
+    python benchmarks/parity.py --case resnet20_cifar --seeds 3,4,5,6,7   # more seeds: logs/parity/resnet20_cifar+seeds3-4-5-6-7/
 
 Each case is one `python train.py -m ... trainer.precision=32-true,bf16-mixed seed=...` sweep, two 1-thread jobs
-at once (joblib); rerunning the script continues each sweep (resume=): finished jobs are skipped.
+at once (joblib); rerunning the script continues each sweep (resume=): finished jobs are skipped. Seeds other than
+0,1,2 go into a sibling folder (a sweep continues only the command that started it); the table pairs every seed found.
 Parity: the interval includes 0 and the mean difference is within 1 point. Images/s are of jobs that shared the
 cores with another job, so only their ratio within a case means something.
 """
@@ -43,6 +44,7 @@ CASES = {  # name: (what it is, overrides)
     ),
 }
 PRECISIONS = ("32-true", "bf16-mixed")
+DEFAULT_SEEDS = "0,1,2"
 
 
 def sweep(case: str, seeds: str, out: Path) -> int:
@@ -58,9 +60,14 @@ def sweep(case: str, seeds: str, out: Path) -> int:
     return subprocess.run([*cmd, where], cwd=ROOT).returncode
 
 
+def folder(out: Path, case: str, seeds: str) -> Path:
+    return out / (case if seeds == DEFAULT_SEEDS else f"{case}+seeds{seeds.replace(',', '-')}")
+
+
 def jobs(out: Path) -> list[dict]:
+    """The ok jobs of a case's sweeps: out itself and its sibling folders of other seeds."""
     found = []
-    for path in sorted(out.glob("*/results.json")):
+    for path in sorted([*out.glob("*/results.json"), *out.parent.glob(f"{out.name}+seeds*/*/results.json")]):
         r = json.loads(path.read_text())
         if r.get("status") == "ok":
             precision = next(o.split("=", 1)[1] for o in r["overrides"] if o.startswith("trainer.precision="))
@@ -111,14 +118,14 @@ HEADER = [
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", action="append", choices=list(CASES), help="default: every case")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS)
     parser.add_argument("--out", default=str(ROOT / "logs" / "parity"))
     parser.add_argument("--table-only", action="store_true", help="no training: the table from the sweeps there")
     args = parser.parse_args(argv)
     cases = args.case or list(CASES)
     failed = 0
     if not args.table_only:
-        failed = sum(sweep(c, args.seeds, Path(args.out) / c) != 0 for c in cases)
+        failed = sum(sweep(c, args.seeds, folder(Path(args.out), c, args.seeds)) != 0 for c in cases)
     print(f"\nCPU {cpu_model()}, torch {torch.__version__}; each job 1 torch thread, 2 jobs at once")
     print_table(command_line(__file__, argv), HEADER, [row(c, Path(args.out) / c) for c in cases])
     sys.exit(1 if failed else 0)
