@@ -97,7 +97,7 @@ def row(case: str, out: Path) -> list[str]:
         f"{ms(acc['32-true'])} (train {statistics.fmean(train['32-true']):.1f})",
         f"{ms(acc['bf16-mixed'])} (train {statistics.fmean(train['bf16-mixed']):.1f})",
         f"{diff:+.2f} {interval}",
-        "**yes**" if parity else "**no**",
+        "**yes**" if parity else f"**no** (bf16 {'higher' if diff > 0 else 'lower'})",
         f"{rate['32-true']:,.0f} / {rate['bf16-mixed']:,.0f}",
         f"{rate['bf16-mixed'] / rate['32-true']:.2f}",
     ]
