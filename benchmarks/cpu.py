@@ -14,14 +14,17 @@ fp32 batch (convolutions and matrix products, forward and both backward products
 the optimizer are not counted: they are a few percent of a conv net's FLOPs).
 Peak: torch threads x FMA pipes x float32 lanes per pipe x 2 FLOP x clock, from /proc/cpuinfo: 16 lanes with
 AVX-512 on Intel, 8 on AMD Zen (its AVX-512 runs on two 256-bit pipes) and with AVX2 only, 2 FMA pipes per core,
-the clock its maximum frequency where the kernel reports one, else the current "cpu MHz". AVX512_BF16's dot
+the clock measured: one chain of dependent adds per thread at once (an add a cycle; a VM's "cpu MHz" is the nominal
+clock, turbo runs above it), else the kernel's maximum frequency, else "cpu MHz". AVX512_BF16's dot
 product does twice the float32 FLOPs per instruction, so the bf16 peak is twice that (AMX: far more, not computed).
 """
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -78,6 +81,39 @@ def flops_per_image(cfg) -> float:
     return counter.get_total_flops() / len(x)
 
 
+# 8 dependent 1-cycle adds per loop turn (1 cycle each on every x86 core since the 1990s): the loop takes 8 cycles a turn
+CLOCK_LOOP = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include <time.h>
+int main(void) {
+    uint64_t x = 0, turns = 200000000;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (uint64_t i = 0; i < turns; i++)
+        __asm__ volatile("add $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\t"
+                         "add $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\tadd $1,%0" : "+r"(x));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%f\n", 8.0 * turns / ((b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec)) / 1e9 + 0 * (double)x);
+    return 0;
+}
+"""
+
+
+def measured_clock_ghz(threads: int) -> float | None:
+    """The clock the cores run at under load (a VM's /proc/cpuinfo shows the nominal one; turbo runs above it): a
+    chain of dependent adds, one copy per thread at once, the slowest copy's adds per second. None without cc/x86."""
+    if os.uname().machine not in ("x86_64", "AMD64"):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp) / "clock.c", Path(tmp) / "clock"
+        src.write_text(CLOCK_LOOP)
+        if subprocess.run(["cc", "-O1", "-o", str(exe), str(src)], capture_output=True).returncode != 0:
+            return None
+        copies = [subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True) for _ in range(threads)]
+        return min(float(c.communicate()[0]) for c in copies)
+
+
 def peak_gflops(threads: int) -> tuple[float, str]:
     """float32 FMA peak of `threads` cores and how it was computed."""
     info = "\n".join(_cpuinfo())
@@ -85,7 +121,10 @@ def peak_gflops(threads: int) -> tuple[float, str]:
     amd = "AuthenticAMD" in info
     lanes = 16 if "avx512f" in flags and not amd else 8 if ("avx2" in flags or "avx512f" in flags) else 4
     max_khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-    if max_khz.exists():
+    measured = measured_clock_ghz(threads)
+    if measured:
+        ghz, where = measured, f"measured: {threads} chains of dependent adds at once"
+    elif max_khz.exists():
         ghz, where = int(max_khz.read_text()) / 1e6, "cpuinfo_max_freq"
     else:
         mhz = next((ln.split(":")[1] for ln in info.splitlines() if ln.startswith("cpu MHz")), "0")
