@@ -81,7 +81,7 @@ def flops_per_image(cfg) -> float:
     return counter.get_total_flops() / len(x)
 
 
-# 8 dependent 1-cycle adds per loop turn (1 cycle each on every x86 core since the 1990s): the loop takes 8 cycles a turn
+# 8 dependent adds a loop turn, each 1 cycle on any x86 core: a turn takes 8 cycles, whatever the loop's own overhead
 CLOCK_LOOP = r"""
 #include <stdio.h>
 #include <stdint.h>
@@ -146,7 +146,11 @@ def one_run(side: str, extra: list[str], dataset_overrides: list[str]) -> dict:
 def measure(net: str, args) -> dict:
     dataset, net_overrides = NETS[net]
     base = [*net_overrides, *run_overrides(args, dataset)]
-    base += [f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+    base += [
+        f"trainer.limit_train_batches={args.batches}",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    ]
     base += [] if args.subset else [f"data.subset={args.batches * 128 + 256}"]  # the batches, a small val split
     sides = {side: [] for side in SIDES} | ({f"auto + {k}": [] for k in KNOBS} if args.knobs else {})
 

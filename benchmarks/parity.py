@@ -3,7 +3,7 @@ the paired per-seed test difference (bf16 minus fp32) with its 95% t-interval. N
 trainer.precision=null choosing bf16-mixed on a CPU with native bfloat16; copy its table into docs/benchmarks.md.
 
     python benchmarks/parity.py                       # every case, sweeps into logs/parity/<case>/ (resumable)
-    python benchmarks/parity.py --case resnet20_cifar --seeds 3,4,5,6,7   # more seeds: logs/parity/resnet20_cifar+seeds3-4-5-6-7/
+    python benchmarks/parity.py --case resnet20_cifar --seeds 3,4,5,6,7   # into resnet20_cifar+seeds3-4-5-6-7/
 
 Each case is one `python train.py -m ... trainer.precision=32-true,bf16-mixed seed=...` sweep, two 1-thread jobs
 at once (joblib); rerunning the script continues each sweep (resume=): finished jobs are skipped. Seeds other than
@@ -87,7 +87,11 @@ def row(case: str, out: Path) -> list[str]:
     diff, low, high = paired_ci([b - f for f, b in zip(acc["32-true"], acc["bf16-mixed"], strict=True)])
 
     def ms(values):
-        return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+        return (
+            f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+            if len(values) > 1
+            else f"{values[0]:.2f}"
+        )
 
     interval = "n/a (one seed)" if low is None else f"[{low:+.2f}, {high:+.2f}]"
     parity = low is not None and low <= 0 <= high and abs(diff) <= 1.0
