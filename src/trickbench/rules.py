@@ -11,8 +11,9 @@ from typing import Any
 
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from trickbench.errors import ConfigError, is_int, is_number
+from trickbench.errors import ConfigError, first_line, is_int, is_number
 
 MISSING = object()
 
@@ -79,7 +80,12 @@ def check(cfg, rules: Iterable[Rule | Relation | NodeCheck], prefix: str = "") -
     for rule in rules:
         if prefix and (not isinstance(rule, Rule) or not rule.key.startswith(f"{prefix}.")):
             continue
-        value = select(cfg, rule.key.removeprefix(f"{prefix}.") if prefix else rule.key)
+        key = rule.key.removeprefix(f"{prefix}.") if prefix else rule.key
+        try:
+            value = select(cfg, key)
+        except OmegaConfBaseException as e:  # an interpolation naming a key that is not there, e.g. results.scale=7
+            raw = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+            raise ConfigError(rule.key, raw, f"an interpolation that resolves ({first_line(e)})") from None
         if value is not MISSING:
             rule.check(value, cfg)
 
@@ -112,6 +118,15 @@ def optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def boolean(v) -> bool:
     return isinstance(v, bool)
+
+
+def mapping(v) -> bool:
+    return isinstance(v, Mapping | DictConfig)
+
+
+def text(v) -> bool:
+    """A non-empty string (a name, a path)."""
+    return isinstance(v, str) and v != ""
 
 
 def existing_file(v) -> bool:
