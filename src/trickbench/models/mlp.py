@@ -4,10 +4,12 @@ from torch import nn
 
 from trickbench.errors import ConfigError
 from trickbench.models.blocks import Backbone, Head, LayerKit
-from trickbench.models.registry import int_list, register_model
+from trickbench.models.registry import WIDEST, int_list, register_model
 from trickbench.rules import Rule
 
-RULES = [Rule("model.hidden", int_list(empty_ok=True), "a list of integers >= 1, the hidden widths ([]: none)")]
+RULES = [
+    Rule("model.hidden", int_list(empty_ok=True), f"a list of integers in [1, {WIDEST}], the hidden widths ([]: none)")
+]
 
 
 @register_model

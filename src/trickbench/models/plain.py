@@ -3,16 +3,23 @@
 from torch import nn
 
 from trickbench.models.blocks import POOLS, Backbone, ConvBlock, Head, LayerKit, Stage, output_shape
-from trickbench.models.registry import int_list, register_model
-from trickbench.rules import Rule, integer, one_of, optional
+from trickbench.models.registry import DEEPEST, WIDEST, input_shape, int_list, register_model
+from trickbench.rules import Relation, Rule, integer, one_of, optional
 
 RULES = [
     # no block is no convolution: a net of FC layers only is model=mlp, under its own name in results.json
-    Rule("model.channels", int_list(), "a non-empty list of integers >= 1, the channels of each block"),
-    Rule("model.convs_per_block", integer(1), "an integer >= 1"),
+    Rule("model.channels", int_list(), f"a non-empty list of integers >= 1 (<= {WIDEST}), the channels of each block"),
+    Rule("model.convs_per_block", lambda v: integer(1)(v) and v <= DEEPEST, f"an integer in [1, {DEEPEST}]"),
     Rule("model.kernel_size", integer(1), "an integer >= 1"),
+    Relation(
+        "model.kernel_size",
+        lambda k, cfg: k <= min(input_shape(cfg)[1:]),
+        lambda cfg: f"an integer in [1, {min(input_shape(cfg)[1:])}], at most the images' side",
+    ),
     Rule("model.pool", optional(one_of(POOLS)), f"one of {list(POOLS)}"),
-    Rule("model.head", int_list(empty_ok=True), "a list of integers >= 1, the hidden FC widths ([]: none)"),
+    Rule(
+        "model.head", int_list(empty_ok=True), f"a list of integers in [1, {WIDEST}], the hidden FC widths ([]: none)"
+    ),
 ]
 
 

@@ -9,31 +9,45 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from trickbench.data.registry import DATASETS
-from trickbench.errors import ConfigError, is_int
+from trickbench.errors import ConfigError, first_line, is_int
 from trickbench.models import transfer
 from trickbench.models.blocks import LayerKit
 from trickbench.nn import init_weights, make_activation, make_norm_spec
 from trickbench.rules import NodeCheck, Rule, boolean, fraction
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+# the most channels (or units) of one layer, and of repeated blocks: far past any net here; 10**12 overflows torch's
+# tensor sizes, even on the meta device
+WIDEST, DEEPEST = 2**16, 256
 
 
-def _int_list(v, empty_ok: bool) -> bool:
-    return isinstance(v, list | tuple) and (empty_ok or len(v) > 0) and all(is_int(w) and w >= 1 for w in v)
+def _int_list(v, empty_ok: bool, high: int) -> bool:
+    return isinstance(v, list | tuple) and (empty_ok or len(v) > 0) and all(is_int(w) and 1 <= w <= high for w in v)
 
 
-def int_list(empty_ok: bool = False) -> Callable:
-    """A list of integers >= 1 (layer widths, blocks per stage); empty only where empty_ok."""
-    return lambda v: _int_list(list(v) if OmegaConf.is_list(v) else v, empty_ok)
+def int_list(empty_ok: bool = False, high: int = WIDEST) -> Callable:
+    """A list of integers in [1, high] (layer widths, blocks per stage); empty only where empty_ok."""
+    return lambda v: _int_list(list(v) if OmegaConf.is_list(v) else v, empty_ok, high)
+
+
+def input_shape(cfg) -> tuple[int, int, int]:
+    """(C, H, W) of data.name's images; CIFAR's when the config names no known dataset (its rule says so)."""
+    return DATASETS[cfg.data.name].shape if "data" in cfg and cfg.data.get("name") in DATASETS else (3, 32, 32)
 
 
 def _built_on_meta(model_cfg, cfg) -> None:
     """Every check the builders make (a model's own options, norm, activation, init and how they combine) runs here,
     before any data is read: the net is built on the meta device, which allocates nothing."""
-    shape = DATASETS[cfg.data.name].shape if "data" in cfg and cfg.data.get("name") in DATASETS else (3, 32, 32)
+    shape = input_shape(cfg)
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # about tensors that do not exist ("zero-element tensors")
-        build_model(model_cfg, cfg.activation, cfg.norm, cfg.init, shape, 10, load_init_from=False, freeze=False)
+        try:
+            build_model(model_cfg, cfg.activation, cfg.norm, cfg.init, shape, 10, load_init_from=False, freeze=False)
+        except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            # torch's shape checks: a kernel larger than the map, too many poolings, a size past int64
+            raise ConfigError("model.name", model_cfg.get("name"), f"a net for {shape} inputs: {first_line(e)}") from e
 
 
 # options several models share; a model's own options are checked where it is built (plain.py, resnet.py, ...)

@@ -16,7 +16,7 @@ from torch import nn
 
 from trickbench.errors import ConfigError
 from trickbench.models.blocks import Backbone, ConvBlock, Head, LayerKit, Stage
-from trickbench.models.registry import int_list, register_model
+from trickbench.models.registry import DEEPEST, WIDEST, int_list, register_model
 from trickbench.rules import Relation, Rule, check, fraction, integer
 
 STEMS = ("cifar", "imagenet", "deep")
@@ -90,9 +90,17 @@ def _stem_of(stem, variant) -> str:
 
 
 RULES = [
-    Rule("model.width", integer(1), "a positive integer: the channels of the first stage (doubled at each stage)"),
+    Rule(
+        "model.width",
+        lambda v: integer(1)(v) and v <= WIDEST,
+        f"a positive integer (<= {WIDEST}): the channels of the first stage (doubled at each stage)",
+    ),
     # a stage of no block would leave a stem and a head, reported as the ResNet it names
-    Rule("model.blocks", int_list(), "at least one block per stage: a non-empty list of integers >= 1"),
+    Rule(
+        "model.blocks",
+        int_list(high=DEEPEST),
+        f"at least one block per stage: a non-empty list of integers in [1, {DEEPEST}]",
+    ),
     Relation(
         "model.width",
         lambda w, cfg: w >= 2 or _stem_of(cfg.model.get("stem"), cfg.model.get("variant")) != "deep",

@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from trickbench.errors import ConfigError, is_int, is_number
 from trickbench.models.blocks import Backbone, ConvBlock, LayerKit
-from trickbench.models.registry import register_model
+from trickbench.models.registry import WIDEST, register_model
+from trickbench.rules import Rule, integer
 
 
 class GlobalMaxPool(nn.Module):
@@ -90,11 +91,12 @@ class SpeedNet(Backbone):
             self.whitening.bias.requires_grad_(trainable)
 
 
-def _check(widths, whiten_kernel_size, whiten, whiten_trainable, whiten_eps, identity_init, logit_scale) -> None:
-    if not (len(widths) >= 1 and all(is_int(w) and w >= 1 for w in widths)):
-        raise ConfigError("model.widths", list(widths), "a list of integers >= 1, one per block")
-    if not (is_int(whiten_kernel_size) and whiten_kernel_size >= 1):
-        raise ConfigError("model.whiten_kernel_size", whiten_kernel_size, "an integer >= 1")
+def _check(in_shape, widths, whiten_kernel_size, whiten, whiten_trainable, whiten_eps, identity_init, logit_scale):
+    if not (len(widths) >= 1 and all(is_int(w) and 1 <= w <= WIDEST for w in widths)):
+        raise ConfigError("model.widths", list(widths), f"a list of integers in [1, {WIDEST}], one per block")
+    side = min(in_shape[1:])
+    if not (is_int(whiten_kernel_size) and 1 <= whiten_kernel_size <= side):
+        raise ConfigError("model.whiten_kernel_size", whiten_kernel_size, f"an integer in [1, {side}], the image side")
     for key, value in (("whiten", whiten), ("whiten_trainable", whiten_trainable), ("identity_init", identity_init)):
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}", value, "true or false")
@@ -117,7 +119,7 @@ def speednet(
     identity_init=True,
     logit_scale=1 / 9,
 ):
-    _check(widths, whiten_kernel_size, whiten, whiten_trainable, whiten_eps, identity_init, logit_scale)
+    _check(in_shape, widths, whiten_kernel_size, whiten, whiten_trainable, whiten_eps, identity_init, logit_scale)
     cin = in_shape[0]
     # both signs of every whitening filter: the activation after it would otherwise drop half of each component
     whitening = nn.Conv2d(cin, 2 * cin * whiten_kernel_size**2, whiten_kernel_size, padding=0, bias=True)
@@ -135,6 +137,10 @@ def speednet(
                 nn.init.dirac_(conv.weight[: conv.in_channels])
     head = nn.Sequential(GlobalMaxPool(), nn.Linear(width, num_classes, bias=False), Scale(logit_scale))
     return SpeedNet(nn.Sequential(*layers), head, whiten, whiten_eps)
+
+
+# found by config.validate from the speedrun preset's _target_
+RULES = [Rule("callbacks.freeze_whitening_bias.epochs", integer(0), "an integer >= 0 (epochs the bias trains)")]
 
 
 class FreezeWhiteningBias(L.Callback):
