@@ -11,7 +11,7 @@ from torch import nn
 from trickbench.data import batch_ops
 from trickbench.data.batch_ops import TTA_MODES
 from trickbench.errors import ConfigError
-from trickbench.rules import NodeCheck, Rule, check, integer, nonnegative, number, one_of, optional
+from trickbench.rules import NodeCheck, Rule, boolean, check, integer, mapping, nonnegative, number, one_of, optional
 from trickbench.tricks import mixing
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ def _is_range(low: float, high: float = float("inf")):
 
 def _check_color_jitter(jitter, cfg=None) -> None:
     """augment.color_jitter's keys, one by one: the error names the key."""
+    if not mapping(jitter):
+        raise ConfigError("augment.color_jitter", jitter, f"null (off) or a mapping of {list(JITTER_LIMITS)}")
     for k, v in jitter.items():
         if k not in JITTER_LIMITS:
             raise ConfigError(f"augment.color_jitter.{k}", v, f"not a key; keys: {list(JITTER_LIMITS)}")
@@ -44,6 +46,8 @@ RULES = [
     Rule("augment.crop_padding", optional(integer(0)), "an integer >= 0 (0: off)"),
     Rule("augment.crop_padding_mode", optional(one_of(CROP_PADDING_MODES)), f"one of {list(CROP_PADDING_MODES)}"),
     Rule("augment.tta", optional(one_of(TTA_MODES)), f"one of {list(TTA_MODES)}"),
+    Rule("augment.hflip", boolean, "true or false"),
+    Rule("augment.erasing", optional(mapping), "null (off) or a mapping of p, scale, ratio and value"),
     Rule("augment.erasing.p", number(0, 1), "a number in [0, 1]"),
     Rule("augment.erasing.scale", _is_range(1e-6, 1), "[low, high] with 0 < low <= high <= 1 (fractions of the image)"),
     Rule("augment.erasing.ratio", _is_range(1e-6), "[low, high] with 0 < low <= high (height / width)"),

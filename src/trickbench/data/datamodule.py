@@ -15,7 +15,16 @@ from trickbench.data.registry import DATASETS
 from trickbench.data.sources import load_official
 from trickbench.data.store import DatasetStore
 from trickbench.errors import ConfigError
-from trickbench.rules import Relation, Rule, check, integer, one_of, optional
+from trickbench.rules import Relation, Rule, boolean, check, integer, one_of, optional, text
+
+
+def _exists(v) -> bool:
+    return text(v) and Path(to_absolute_path(str(Path(v).expanduser()))).exists()
+
+
+def _within_train_set(subset, cfg) -> bool:
+    return cfg.data.get("name") not in DATASETS or subset <= DATASETS[cfg.data.name].train_size
+
 
 RULES = [
     Rule("data.name", one_of(DATASETS), f"one of {sorted(DATASETS)}"),
@@ -25,6 +34,14 @@ RULES = [
     Rule("data.val_size", integer(1), "an integer >= 1, below the train set size"),
     Rule("data.subset", optional(integer(2)), "null or an integer >= 2"),
     Rule("data.on_device", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
+    Rule("data.source", optional(_exists), "null or an existing folder or .tar/.tar.gz archive"),
+    Rule("data.root", text, "a folder (the cache goes to <root>/cache)"),
+    Rule("data.download", boolean, "true or false"),
+    Relation(
+        "data.subset",
+        _within_train_set,
+        lambda cfg: f"at most {DATASETS[cfg.data.name].train_size}, the {cfg.data.name} train set's size",
+    ),
     Relation(
         "data.val_size",
         lambda v, cfg: cfg.data.get("subset") is None or v < cfg.data.subset,

@@ -32,6 +32,7 @@ class DatasetSpec:
     mirror_layout: str
     system_dirs: tuple[str, ...] = field(default=())
     num_classes: int = 10
+    train_size: int = 50_000  # the official train set's images; a mirror may hold fewer, never more
 
 
 DATASETS = {
@@ -41,6 +42,7 @@ DATASETS = {
         lambda p: load_idx(p, FASHION_CLASSES),
         "IDX .gz files",
         ("/usr/share/datasets/fashion-mnist",),
+        train_size=60_000,
     ),
     "cifar10": DatasetSpec(
         (3, 32, 32),

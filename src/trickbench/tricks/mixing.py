@@ -12,8 +12,9 @@ from trickbench.rules import Rule, nonnegative
 from trickbench.tricks.base import StepTrick
 
 RULES = [
-    Rule("augment.mixup_alpha", nonnegative, "a number >= 0 (0: off)"),
-    Rule("augment.cutmix_alpha", nonnegative, "a number >= 0 (0: off)"),
+    Rule(f"{node}.{alpha}", nonnegative, "a number >= 0 (0: off)")
+    for node in ("augment", "step.mix")  # step.mix's copies interpolate augment's unless set by hand
+    for alpha in ("mixup_alpha", "cutmix_alpha")
 ]
 
 
