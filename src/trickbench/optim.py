@@ -13,7 +13,21 @@ from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler, Multi
 
 from trickbench import run_length
 from trickbench.errors import ConfigError
-from trickbench.rules import Relation, Rule, boolean, check, fraction, integer, nonnegative, number, optional, positive
+from trickbench.rules import (
+    NodeCheck,
+    Relation,
+    Rule,
+    boolean,
+    check,
+    fraction,
+    integer,
+    mapping,
+    nonnegative,
+    number,
+    one_of,
+    optional,
+    positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +39,15 @@ RUN_LENGTH_ARGS = ("T_max", "total_iters")
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
 
+INTERVALS = ("epoch", "step")
+
+
+def _check_interval(lr_scheduler, cfg) -> None:
+    interval = cfg.scheduler.get("interval")
+    if interval not in INTERVALS:
+        raise ConfigError("scheduler.interval", interval, "epoch or step (how often the lr_scheduler steps)")
+
+
 RULES = [
     Rule("optimizer.lr", positive, "a number > 0"),
     Rule("optimizer.weight_decay", nonnegative, "a number >= 0"),
@@ -33,6 +56,12 @@ RULES = [
         "optimizer.scale_lr_to_batch", optional(integer(1)), "null (off) or the reference batch size, an integer >= 1"
     ),
     Rule("optimizer.no_bias_decay", boolean, "true or false"),
+    Rule("optimizer.nesterov", boolean, "true or false"),
+    Relation(
+        "optimizer.momentum",
+        lambda v, cfg: v > 0 or not cfg.optimizer.get("nesterov"),
+        lambda cfg: "a number in (0, 1) with optimizer.nesterov=true (torch: Nesterov needs a momentum)",
+    ),
     Rule("optimizer.norm_lr_scale", positive, "a number > 0: the lr multiplier of norm layers (1: off)"),
     Rule(
         "scheduler.warmup_epochs",
@@ -40,6 +69,25 @@ RULES = [
         "an integer >= 0 (epochs; 0: no warmup) or a fraction of the run in (0, 1)",
     ),
     Rule("scheduler.warmup_start_factor", number(0, 1, open_low=True), "a number in (0, 1]"),
+    Rule(
+        "scheduler.lr_scheduler",
+        optional(lambda v: mapping(v) and "_target_" in v),
+        "null (a constant lr) or a node with a _target_ (a torch.optim.lr_scheduler class)",
+    ),
+    Rule("scheduler.interval", optional(one_of(INTERVALS)), "null (with lr_scheduler=null), epoch or step"),
+    NodeCheck("scheduler.lr_scheduler", _check_interval),  # a schedule needs an interval
+    Rule("scheduler.lr_scheduler.start_factor", number(0, 1, open_low=True), "a number in (0, 1]"),
+    Rule("scheduler.lr_scheduler.gamma", positive, "a number > 0 (the lr factor per step of the decay)"),
+    Rule("scheduler.lr_scheduler.eta_min", nonnegative, "a number >= 0 (the lowest lr)"),
+    *[
+        Rule(
+            f"scheduler.lr_scheduler.{k}",
+            optional(integer(1)),
+            "null (the run's steps after warmup) or an integer >= 1",
+        )
+        for k in ("T_max", "total_iters")
+    ],
+    Rule("scheduler.lr_scheduler.end_factor", number(0, 1), "a number in [0, 1]"),
     Rule(
         "scheduler.lr_scheduler.milestones",
         lambda v: is_list(v) and all(map(run_length.epochs_or_fraction(0), v)),
@@ -63,9 +111,11 @@ RULES = [
     Relation(
         "scheduler.lr_scheduler.milestones",
         lambda v, cfg: all(_after_warmup(m, cfg) for m in v if run_length.is_fraction(m)),
-        lambda cfg: "fractions of the run after the warmup's end "
-        f"({run_length.in_epochs(cfg.scheduler.warmup_epochs, cfg.trainer.max_epochs):g} of "
-        f"trainer.max_epochs={cfg.trainer.max_epochs} epochs): a decay inside the warmup cuts it short",
+        lambda cfg: (
+            "fractions of the run after the warmup's end "
+            f"({run_length.in_epochs(cfg.scheduler.warmup_epochs, cfg.trainer.max_epochs):g} of "
+            f"trainer.max_epochs={cfg.trainer.max_epochs} epochs): a decay inside the warmup cuts it short"
+        ),
     ),
 ]
 
