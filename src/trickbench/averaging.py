@@ -19,7 +19,7 @@ from torch import Tensor
 
 from trickbench import run_length
 from trickbench.errors import ConfigError, is_int, is_number
-from trickbench.rules import NodeCheck
+from trickbench.rules import NodeCheck, Rule, integer, nonnegative, number
 
 
 class Lookahead(L.Callback):
@@ -111,7 +111,13 @@ def _check_swa_node(node, cfg) -> None:
 
 
 # found by config.validate from trick=swa's _target_: a start inside the warmup is refused before any data is read
-RULES = [NodeCheck("callbacks.swa", _check_swa_node)]
+RULES = [
+    NodeCheck("callbacks.swa", _check_swa_node),
+    Rule("callbacks.lookahead.start_epoch", run_length.epochs_or_fraction(0), "an epoch >= 0 or a fraction in (0, 1)"),
+    Rule("callbacks.lookahead.every_n_steps", integer(1), "an integer >= 1"),
+    Rule("callbacks.lookahead.decay_base", number(0, 1, open_low=True), "a number in (0, 1]"),
+    Rule("callbacks.lookahead.decay_power", nonnegative, "a number >= 0 (0: a constant decay)"),
+]
 
 
 def check_swa(node, max_epochs: int, warmup_epochs: float = 0, key: str = "callbacks.swa") -> None:

@@ -14,9 +14,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from trickbench.errors import Diverged
-from trickbench.rules import Rule, number
+from trickbench.rules import Rule, number, positive, text
 
-RULES = [Rule("callbacks.first_loss.factor", number(1, open_low=True), "a number > 1 (how far from ln(classes))")]
+RULES = [
+    Rule("callbacks.first_loss.factor", number(1, open_low=True), "a number > 1 (how far from ln(classes))"),
+    Rule("callbacks.gradient_norms.ratio", positive, "a number > 0 (a layer's gradient / weight norm to warn below)"),
+    *[Rule(f"callbacks.{k}.dirpath", text, "a folder") for k in ("checkpoint_on_sigterm", "requeue_at_time_limit")],
+]
 
 log = logging.getLogger(__name__)
 

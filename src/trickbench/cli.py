@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trickbench import sweep
 from trickbench.errors import ConfigError, TrickbenchError, exit_with, first_line
+from trickbench.rules import Rule, optional, text
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder: what resume= continues from
@@ -30,6 +31,9 @@ NOISE = (
     "The `srun` command is available on your system but is not used",
     "Trainer already configured with model summary callbacks",
 )
+
+
+RULES = [Rule("resume", optional(text), "null or a run or sweep folder to continue")]
 
 
 def check_resume(run_dir) -> None:
@@ -97,7 +101,7 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
                 resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
                 if isinstance(resume, str) and resume:
                     check_resume(resume)
-                elif (run_dir := next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None)):
+                elif run_dir := next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None):
                     check_run_dir(Path(str(run_dir)), overrides)
     finally:
         GlobalHydra.instance().clear()

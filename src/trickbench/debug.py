@@ -7,7 +7,10 @@ import warnings
 
 import lightning as L
 
+from trickbench.rules import Rule, number
+
 log = logging.getLogger(__name__)
+RULES = [Rule("callbacks.overfit_check.target", number(0, 1, open_low=True), "a train accuracy in (0, 1]")]
 
 
 class OverfitCheck(L.Callback):

@@ -8,6 +8,10 @@ from pathlib import Path
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from trickbench.rules import Rule, text
+
+RULES = [Rule("logger.csv.path", lambda v: text(v) and not Path(v).is_dir(), "a file path, not a folder (metrics.csv)")]
+
 COLUMNS = [
     "epoch",
     "step",

@@ -12,7 +12,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, exit_with, is_int
+from trickbench.rules import Rule, integer, optional
 
+RULES = [Rule("threads", optional(integer(1)), "null (cores / parallel jobs) or an integer >= 1")]
 # Overrides that say where or how a job runs, not what it trains: ignored when matching and grouping jobs.
 PLACEMENT_KEYS = ("resume", "hydra.", "threads")
 

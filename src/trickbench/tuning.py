@@ -15,6 +15,7 @@ from trickbench.results import write_json
 from trickbench.rules import Relation, Rule, boolean, integer, one_of, positive
 
 RULES = [
+    Rule("tune.name", one_of(("lr_find",)), "lr_find (the one tuner; tune=lr_find)"),
     Rule("tune.apply", boolean, "true (train with the suggested lr) or false (print it and stop)"),
     Rule("tune.min_lr", positive, "a number > 0"),
     Rule("tune.max_lr", positive, "a number > 0, above tune.min_lr"),

@@ -6,6 +6,12 @@ from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMA
 from lightning.pytorch.trainer.states import TrainerFn
 
 from trickbench import run_length
+from trickbench.rules import Rule, integer, number
+
+RULES = [
+    Rule("callbacks.ema.decay", number(0, 1), "a number in [0, 1] (the average's weight on its past)"),
+    Rule("callbacks.ema.update_every_n_steps", integer(1), "an integer >= 1"),
+]
 
 
 class EMAWeightAveraging(LightningEMA):
