@@ -13,11 +13,19 @@ from omegaconf import DictConfig
 from torch import nn
 
 from trickbench.callbacks import synchronize
+from trickbench.errors import is_int
 from trickbench.rules import Rule, boolean, one_of, optional
 
 log = logging.getLogger(__name__)
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+# Lightning's (without transformer-engine, a package of its own); 64, 32 and 16 also as integers
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "bf16", "16", "64")
 RULES = [
+    Rule(
+        "trainer.precision",
+        optional(lambda v: (isinstance(v, str) or is_int(v)) and str(v) in PRECISIONS),
+        f"null (auto) or one of {list(PRECISIONS)}",
+    ),
     Rule("trainer.benchmark", optional(boolean), "null (auto), true or false"),
     Rule("trainer.sync_batchnorm", optional(boolean), "null (auto), true or false"),
     Rule("matmul_precision", optional(one_of(MATMUL_PRECISIONS)), f"null or one of {list(MATMUL_PRECISIONS)}"),

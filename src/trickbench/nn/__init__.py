@@ -1,7 +1,7 @@
+from trickbench.nn import activation, norm
 from trickbench.nn.activation import ACTIVATIONS, make_activation
 from trickbench.nn.init import INITS, init_weights
 from trickbench.nn.norm import NORMS, NormSpec, make_norm_spec
-from trickbench.nn import activation, norm
 
 RULES = [*norm.RULES, *activation.RULES]
 
