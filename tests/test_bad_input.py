@@ -317,7 +317,7 @@ def test_eval_rejects_a_bad_checkpoint_in_one_line(case, trained, tmp_path):
 
 # ---- the real commands: exit code, one line on stderr, no traceback --------------------------------------------------
 # issue 25: values that once reached a builder (a traceback, or a net that is not the one its name says), and the
-# error line each gives; each command runs on a mirror that does not exist, so any data read would fail differently
+# error line each gives; each command has no data to read (no download, an empty cache), so a read would fail otherwise
 REGRESSIONS = {
     "resnet-width-0": (["model=resnet20", "model.width=0"], "model.width=0: a positive integer"),
     "unknown-pool": (["model=cnn", "model.pool=median"], "model.pool='median': one of ['max', 'avg', 'none']"),
@@ -333,6 +333,7 @@ def cli(trained, cifar_tarball, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("cli")
     bad_tarball = truncated_copy(cifar_tarball, tmp / "cifar-cut.tar.gz")
     other_dataset = save(with_config(trained["checkpoint"], **{"data.name": "cifar10"}), tmp / "cifar.ckpt")
+    no_data = ["data.download=false", f"data.root={tmp / 'none'}"]
     finished = tmp / "finished-run"
     finished.mkdir()
     (finished / "results.json").write_text(json.dumps({"status": "ok", "overrides": ["seed=1"]}))
@@ -342,7 +343,7 @@ def cli(trained, cifar_tarball, tmp_path_factory) -> dict:
         "truncated-tarball": ["train.py", *tiny_run_overrides(bad_tarball, "cifar10", tmp / "data")],
         "eval-other-dataset": ["eval.py", f"ckpt_path={other_dataset}"],
         "finished-run-dir": ["train.py", "seed=2", f"hydra.run.dir={finished}"],
-        **{name: ["train.py", *o, "data.source=/no/such/mirror"] for name, (o, _) in REGRESSIONS.items()},
+        **{name: ["train.py", *o, *no_data] for name, (o, _) in REGRESSIONS.items()},
     }
     started = {
         name: subprocess.Popen(
