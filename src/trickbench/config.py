@@ -24,7 +24,6 @@ from trickbench.rules import (
     check,
     fraction,
     integer,
-    mapping,
     number,
     one_of,
     optional,
@@ -133,7 +132,7 @@ def _entries(group: str):
         for name, entry in node.items():
             if entry is None:
                 continue
-            if not (mapping(entry) and isinstance(entry.get("_target_"), str)):
+            if not (isinstance(entry, DictConfig) and isinstance(entry.get("_target_"), str)):
                 raise ConfigError(f"{group}.{name}", entry, "null (off) or a node with a _target_ (a class to build)")
             cls = entry["_target_"].rsplit(".", 1)[-1]
             for arg, spec in ARGUMENTS.get(cls, {}).items():
