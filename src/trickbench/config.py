@@ -31,7 +31,7 @@ from trickbench.rules import (
     select,
     text,
 )
-from trickbench.tricks import base, distill
+from trickbench.tricks import distill
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -126,7 +126,8 @@ ARGUMENTS = {
 
 
 def _entries(group: str):
-    """callbacks.<name> and logger.<name>: null (off) or a node with a _target_; Lightning's classes' arguments."""
+    """callbacks.<name>, logger.<name>, step.<name>: null (off) or a node with a _target_; Lightning's classes'
+    arguments."""
 
     def check(node, cfg=None) -> None:
         for name, entry in node.items():
@@ -165,6 +166,7 @@ RULES = [
     *TRAINER,
     _entries("callbacks"),
     _entries("logger"),
+    _entries("step"),  # train.build_step_tricks checks it again when called on its own
 ]
 CORE_RULES = [
     *RULES,
@@ -176,7 +178,6 @@ CORE_RULES = [
     *callbacks.RULES,
     *tuning.RULES,
     *distill.RULES,  # also without trick=distill: a distill node the user wrote by hand
-    *base.RULES,
     *sweep.RULES,
     *cli.RULES,
     *report_callback.RULES,

@@ -15,18 +15,6 @@ import lightning as L
 import torch
 from torch.optim import Optimizer
 
-from trickbench.errors import ConfigError
-from trickbench.rules import NodeCheck, mapping
-
-
-def _check_step(node, cfg=None) -> None:
-    for name, trick in node.items():
-        if trick is not None and not (mapping(trick) and "_target_" in trick):
-            raise ConfigError(f"step.{name}", trick, "null (off) or a node with a _target_ (a StepTrick class)")
-
-
-RULES = [NodeCheck("step", _check_step)]
-
 
 class StepTrick(L.Callback):
     def batch(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
