@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from trickbench.errors import ConfigError, is_int, is_number
 from trickbench.models.blocks import Backbone, ConvBlock, LayerKit
-from trickbench.models.registry import WIDEST, register_model
+from trickbench.models.registry import WIDEST, int_list, register_model
 from trickbench.rules import Rule, integer
 
 
@@ -92,7 +92,7 @@ class SpeedNet(Backbone):
 
 
 def _check(in_shape, widths, whiten_kernel_size, whiten, whiten_trainable, whiten_eps, identity_init, logit_scale):
-    if not (len(widths) >= 1 and all(is_int(w) and 1 <= w <= WIDEST for w in widths)):
+    if not int_list()(widths):
         raise ConfigError("model.widths", list(widths), f"a list of integers in [1, {WIDEST}], one per block")
     side = min(in_shape[1:])
     if not (is_int(whiten_kernel_size) and 1 <= whiten_kernel_size <= side):
