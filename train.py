@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 import trickbench  # noqa: F401  registers the resolvers conf/ uses
-from trickbench.cli import check_command_line, quiet_libraries
+from trickbench.config.command_line import check_command_line, quiet_libraries
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

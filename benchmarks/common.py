@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from trickbench.config import compose_run_config as compose_cfg
+from trickbench.config.validate import compose_run_config as compose_cfg
 from trickbench.train import run
 
 ROOT = Path(__file__).resolve().parents[1]

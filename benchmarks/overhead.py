@@ -30,7 +30,8 @@ from common import (
 )
 from hydra.utils import instantiate
 
-from trickbench import speed, sweep
+from trickbench import speed
+from trickbench.sweep.context import threads_for
 from trickbench.data import batch_ops
 from trickbench.models import build_model
 from trickbench.optim import build_optimizer
@@ -59,7 +60,7 @@ def bare_loop(cfg, device: str, epochs: int, max_batches: int | None) -> dict:
     """What a careful person writes by hand: uint8 splits on the device, a randperm per epoch there, index slices,
     the batch ops, autocast for bf16, no host sync inside an epoch; a validation pass every epoch."""
     settings = speed.resolve(cfg)  # the precision, TF32, autotuning and memory format the trickbench run uses
-    sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), 1))
+    speed.reset_backend_flags(threads_for(cfg.get("threads"), 1))
     speed.apply_backend_flags(settings)
     torch.backends.cudnn.benchmark = settings["benchmark"]
     extra = {k for k, v in cfg.augment.items() if v and k not in BARE_AUGMENT}

@@ -1,7 +1,7 @@
 """Host syncs of a user's run on a GPU, counted by CUDA itself: torch.cuda.set_sync_debug_mode("warn") makes every
 synchronizing CUDA call warn, and a callback notes the training batch each warning falls in. The README's "no
 host sync per step" holds when every one falls in a batch where the checks run (the run's first batch, a batch
-Lightning logs in, an epoch's last batch), as tests/test_fast_path.py asserts on the CPU with its probe.
+Lightning logs in, an epoch's last batch), as tests/run/test_fast_path.py asserts on the CPU with its probe.
 
     python benchmarks/sync_check.py --device cuda [--setting resnet18_bf16] [--batches 60]
 
@@ -19,7 +19,7 @@ import torch
 from common import add_common_args, command_line, compose_cfg, machine, print_table, run_overrides
 from overhead import SETTINGS
 
-from trickbench.callbacks import checked_batch
+from trickbench.callbacks.monitors import checked_batch
 from trickbench.train import run
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torchvision.io import encode_png
 
 from trickbench import speed
-from trickbench.config import compose_run_config
+from trickbench.config.validate import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

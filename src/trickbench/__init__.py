@@ -1,5 +1,3 @@
 """trickbench: what makes a CNN train better? Every trick a Hydra config, measured with Lightning."""
 
-from trickbench import scaled as _scaled  # noqa: E402,F401  registers data.val_size's and the warmup rung's
-from trickbench import search as _search  # noqa: E402,F401  registers the resolvers conf/hparams_search/ uses
-from trickbench import sweep as _sweep  # noqa: E402,F401  registers the resolver conf/hydra/default.yaml uses
+from trickbench.config import resolvers as _resolvers  # noqa: F401  registers the resolvers conf/ interpolates

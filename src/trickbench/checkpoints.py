@@ -1,14 +1,20 @@
-"""Reading a checkpoint written by train.py: for eval.py, resume= and a distillation teacher."""
+"""A run folder's checkpoints: where resume= finds them (LAST_CKPT), the checks before a run starts in a folder,
+and reading a checkpoint written by train.py (eval.py, resume=, a distillation teacher). Importable without torch:
+the command line's checks run before torch loads."""
 
+import json
 import logging
-
 from pathlib import Path
 
-import torch
+from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, first_line
+from trickbench.rules import Rule, optional, text
+from trickbench.sweep.context import held_run, what_it_trains
 
 log = logging.getLogger(__name__)
+LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder: what resume= continues from
+RULES = [Rule("resume", optional(text), "null or a run or sweep folder to continue")]
 RUN_KEYS = ("seed", "data", "model", "activation", "norm", "init")  # what rebuilding the run reads
 
 
@@ -19,6 +25,8 @@ def load_checkpoint(path: Path, key: str = "ckpt_path") -> dict:
         raise ConfigError(
             key, str(path), "an existing .ckpt file written by train.py (checkpoints/last.ckpt or best-*.ckpt)"
         )
+    import torch  # here: the command line's checks import this module, and should not wait for torch
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (torch.load raises a different type for each way a file is not a checkpoint)
@@ -47,3 +55,31 @@ def resumed_precision(last_ckpt: Path, asked, resolved: str) -> str:
         )
     log.info("precision %s: the precision %s was trained with", started, last_ckpt)
     return str(started)
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """resume=<run dir>: the config stored in its last.ckpt, continued in that folder."""
+    run_dir = Path(cfg.resume)
+    check_resume(run_dir)
+    resumed = OmegaConf.create(load_checkpoint(run_dir / LAST_CKPT, key="resume")["hyper_parameters"]["config"])
+    resumed.paths.output_dir = str(run_dir)
+    resumed.resume = str(run_dir)
+    return resumed
+
+
+def check_resume(run_dir) -> None:
+    """resume=<run folder> outside a sweep needs that run's last.ckpt."""
+    if not (Path(str(run_dir)) / LAST_CKPT).is_file():
+        raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
+
+
+def check_run_dir(run_dir: Path, overrides: list[str]) -> None:
+    """hydra.run.dir=<a folder with a run in it>, without resume=: refused when that run finished or trained other
+    overrides (the run would overwrite its results and checkpoints); the same overrides after a failure run again."""
+    try:
+        done = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    trained = what_it_trains(done.get("overrides") or [])
+    if done.get("status") == "ok" or trained != what_it_trains(overrides):
+        raise ConfigError("hydra.run.dir", str(run_dir), held_run(done, run_dir))

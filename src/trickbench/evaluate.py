@@ -9,9 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from trickbench.checkpoints import load_checkpoint
 from trickbench.errors import ConfigError, TrickbenchError, exit_with
 from trickbench.models import build_model
-from trickbench.module import TrickModule
+from trickbench.module import TrickModule, build_module
 from trickbench.results import write_json
-from trickbench.train import build_module
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,24 @@
-"""The LightningModule, built from parts by train.py: a backbone, a loss, the optimizer and scheduler factories and
-the step tricks (tricks/). It reads no config: the resolved run config it is given is only stored in checkpoints,
-for eval.py and resume=. Batches arrive augmented and normalized (data/augment.py)."""
+"""The LightningModule from parts: a backbone, a loss, the optimizer and scheduler factories and the step tricks
+(tricks/). TrickModule reads no config: the resolved run config it is given is only stored in checkpoints, for
+eval.py and resume=; build_module (below) makes it from a run config, for train.py and eval.py alike. Batches arrive
+augmented and normalized (data/augment.py)."""
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from trickbench import optim
+from trickbench.data import DATASETS
+from trickbench.data.batch_ops import tta_logits
 from trickbench.tricks import StepTrick
 
 # (module, replicas) -> the optimizer: replicas = devices x accumulated batches, for optimizer.scale_lr_to_batch
@@ -161,3 +168,25 @@ class TrickModule(L.LightningModule):
             optimizer, int(self.trainer.estimated_stepping_batches), self.trainer.max_epochs
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+
+def build_module(cfg: DictConfig, net, num_classes: int, step_tricks=()) -> TrickModule:
+    """The LightningModule from the run's parts; eval.py builds it the same way, without step tricks."""
+    shape = DATASETS[cfg.data.name].shape
+    tta = (cfg.get("augment") or {}).get("tta")
+    return TrickModule(
+        net,
+        instantiate(cfg.loss),
+        num_classes,
+        optimizer=optim.optimizer_factory(cfg.optimizer, cfg.data.batch_size),
+        scheduler=optim.scheduler_factory(cfg.scheduler),
+        step_tricks=step_tricks,
+        eval_forward=None if tta in (None, "none") else partial(tta_logits, mode=tta),
+        channels_last=bool(cfg.model.get("channels_last")),
+        input_shape=shape,
+        # one image as the datamodule serves it (uint8; its on_after_batch_transfer normalizes it): the model summary
+        # runs it through the net for each layer's output shape and FLOPs. Not with compile: it would compile the net
+        # for a batch of one before training starts.
+        example_input=None if cfg.get("compile") else torch.zeros(1, *shape, dtype=torch.uint8),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )

@@ -1,18 +1,16 @@
-"""Speed switches: mixed precision, cuDNN autotuning, TF32, channels_last and torch.compile. Each resolves to
-what the run's device can use; an explicit switch the device cannot use is dropped with a one-line warning.
-What a run used goes to results.json ("speed"), determinism included: it is an explicit choice
-(trainer.deterministic), never a side effect of another switch."""
+"""Speed switches: mixed precision, cuDNN autotuning, TF32, channels_last and torch.compile, and every torch backend
+flag, set here only (apply_backend_flags, reset_backend_flags). Each switch resolves to what the run's device can
+use; an explicit switch the device cannot use is dropped with a one-line warning. What a run used goes to
+results.json ("speed"), determinism included: it is an explicit choice (trainer.deterministic), never a side effect
+of another switch."""
 
 import logging
 import platform
-import time
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from trickbench.callbacks import synchronize
 from trickbench.errors import is_int
 from trickbench.rules import Rule, boolean, one_of, optional
 
@@ -104,6 +102,16 @@ def resolve(cfg: DictConfig) -> dict:
     }
 
 
+def reset_backend_flags(threads: int) -> None:
+    """torch's process-wide state back to its defaults (and `threads` threads): parallel launchers reuse worker
+    processes, and a job must not inherit an earlier job's flags."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = False
+    apply_backend_flags({"matmul_precision": "highest"})
+
+
 def apply_backend_flags(settings: dict) -> None:
     """Global torch flags for float32 math; the Trainer sets cudnn.benchmark and determinism from its arguments."""
     torch.set_float32_matmul_precision(settings["matmul_precision"])
@@ -117,21 +125,3 @@ def prepare_model(net: nn.Module, settings: dict) -> nn.Module:
     if settings["compile"]:
         net.compile(backend=settings["compile"])
     return net
-
-
-class CompileClock(L.Callback):
-    """Seconds of the run's first training batch, where torch.compile traces and compiles (one synchronize)."""
-
-    def __init__(self):
-        self.first_batch_s: float | None = None
-        self._start: float | None = None
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self.first_batch_s is None and self._start is None:
-            synchronize(pl_module.device)
-            self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self.first_batch_s is None and self._start is not None:
-            synchronize(pl_module.device)
-            self.first_batch_s = round(time.perf_counter() - self._start, 3)

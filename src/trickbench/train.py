@@ -4,28 +4,26 @@ results.json. train.py at the repo root is the Hydra entry point."""
 import logging
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench import optim, search, speed, sweep, tuning
-from trickbench.checkpoints import load_checkpoint, resumed_precision
-from trickbench.cli import LAST_CKPT, check_resume
-from trickbench.config import validate
-from trickbench.data import DATASETS
-from trickbench.data.batch_ops import tta_logits
+from trickbench import speed, sweep, tuning
+from trickbench.callbacks import CompileClock
+from trickbench.checkpoints import LAST_CKPT, resumed_config, resumed_precision
+from trickbench.config.validate import validate
 from trickbench.errors import ConfigError, Diverged, TrickbenchError, with_status
 from trickbench.models import build_model
-from trickbench.module import TrickModule
-from trickbench.record import log_hparams, overrides, record_failure, run_results
-from trickbench.results import write_json
+from trickbench.module import build_module
+from trickbench.results import log_hparams, record_failure, run_results, write_json
+from trickbench.sweep import search
+from trickbench.sweep.context import finished
+from trickbench.sweep.placement import check_sweep_placement
 from trickbench.tricks import StepTrick
 
 log = logging.getLogger(__name__)
@@ -57,28 +55,6 @@ def build_step_tricks(cfg: DictConfig) -> list[StepTrick]:
     return [t for t in tricks if getattr(t, "active", True)]
 
 
-def build_module(cfg: DictConfig, net, num_classes: int, step_tricks=()) -> TrickModule:
-    """The LightningModule from the run's parts; eval.py builds it the same way, without step tricks."""
-    shape = DATASETS[cfg.data.name].shape
-    tta = (cfg.get("augment") or {}).get("tta")
-    return TrickModule(
-        net,
-        instantiate(cfg.loss),
-        num_classes,
-        optimizer=optim.optimizer_factory(cfg.optimizer, cfg.data.batch_size),
-        scheduler=optim.scheduler_factory(cfg.scheduler),
-        step_tricks=step_tricks,
-        eval_forward=None if tta in (None, "none") else partial(tta_logits, mode=tta),
-        channels_last=bool(cfg.model.get("channels_last")),
-        input_shape=shape,
-        # one image as the datamodule serves it (uint8; its on_after_batch_transfer normalizes it): the model summary
-        # runs it through the net for each layer's output shape and FLOPs. Not with compile: it would compile the net
-        # for a batch of one before training starts.
-        example_input=None if cfg.get("compile") else torch.zeros(1, *shape, dtype=torch.uint8),
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
-
-
 def _plugins() -> list:
     # under SLURM the submitit launcher requeues (conf/hydra/launcher/slurm.yaml); Lightning's requeue would double it
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
@@ -88,17 +64,17 @@ def run(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns what it writes to <output_dir>/results.json."""
     started = time.time()
     validate(cfg)
-    if sweep.is_multirun():  # a job's own overrides may ask for DDP too
-        sweep.check_sweep_placement(cfg, sweep.launcher_target())
+    job = sweep.resolve(cfg)
+    if job.multirun:  # a job's own overrides may ask for DDP too
+        check_sweep_placement(cfg, job.launcher)
     else:
         search.check_single_run(cfg)  # hparams_search=... without -m
     out_dir = Path(cfg.paths.output_dir)
-    done = sweep.finished(out_dir, overrides(cfg))
+    done = finished(out_dir, list(job.overrides))
     if done is not None:
         log.info("skipped: %s already says status ok", out_dir / "results.json")
         return done
-    n_jobs = sweep.parallel_jobs()
-    sweep.reset_torch_state(sweep.threads_for(cfg.get("threads"), n_jobs * sweep.cpu_ranks(cfg.trainer)))
+    speed.reset_backend_flags(job.threads)
     settings = speed.resolve(cfg)
     last_ckpt = out_dir / LAST_CKPT
     settings["precision"] = resumed_precision(last_ckpt, cfg.trainer.get("precision"), settings["precision"])
@@ -108,14 +84,14 @@ def run(cfg: DictConfig) -> dict:
     step_tricks = build_step_tricks(cfg)  # a trick's missing value (distill's teacher) fails before any data is read
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
     dm.prepare_data()  # bad data fails here, before the model, the Trainer and their start-up lines
-    dm.check_ranks(sweep.processes(cfg.trainer))
+    dm.check_ranks(job.processes)
     L.seed_everything(cfg.seed, workers=True)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     _init_from_data(net, dm)
     net = speed.prepare_model(net, settings)
     module = build_module(cfg, net, dm.num_classes, step_tricks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = _callbacks(cfg) + step_tricks + ([speed.CompileClock()] if settings["compile"] else [])
+    callbacks = _callbacks(cfg) + step_tricks + ([CompileClock()] if settings["compile"] else [])
     trainer = instantiate(
         cfg.trainer,
         precision=settings["precision"],
@@ -142,7 +118,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("test_last") and last_ckpt.exists():  # the last epoch's weights too: no choice made on a val split
         test_last = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
 
-    results = run_results(cfg, trainer, module, dm, last, test, started, fit_seconds, n_jobs, settings)
+    results = run_results(cfg, trainer, module, dm, last, test, started, fit_seconds, job, settings)
     if test_last:
         results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
@@ -164,16 +140,6 @@ def _init_from_data(net, dm) -> None:
     if hasattr(net, "init_from_data"):
         dm.setup("fit")
         net.init_from_data(dm.transform(dm.train_set.x[:5000], train=False))
-
-
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """resume=<run dir>: the config stored in its last.ckpt, continued in that folder."""
-    run_dir = Path(cfg.resume)
-    check_resume(run_dir)
-    resumed = OmegaConf.create(load_checkpoint(run_dir / LAST_CKPT, key="resume")["hyper_parameters"]["config"])
-    resumed.paths.output_dir = str(run_dir)
-    resumed.resume = str(run_dir)
-    return resumed
 
 
 def main_task(cfg: DictConfig) -> float:

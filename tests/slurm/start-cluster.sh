@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine for tests/test_slurm.py: installs Debian's slurmctld, slurmd and munge
+# A one-node SLURM cluster on this machine for tests/sweep/test_slurm.py: installs Debian's slurmctld, slurmd and munge
 # when missing (root, apt), writes slurm.conf, starts munged, slurmctld and slurmd, and waits until the node is idle.
 # Idempotent: a running cluster with the same slurm.conf is left alone. Partition: debug.
 set -euo pipefail

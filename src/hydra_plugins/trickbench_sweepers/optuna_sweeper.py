@@ -25,8 +25,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from trickbench import search as _search
 from trickbench.errors import ConfigError, exit_with, first_line
+from trickbench.sweep import search as _search
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class OptunaSweeper(Sweeper):
         import optuna
         from hydra.utils import instantiate
 
-        from trickbench.sweep import what_it_trains
+        from trickbench.sweep.context import what_it_trains
 
         storage = self.storage or f"sqlite:///{(sweep_dir / _search.STORAGE_FILE).resolve()}"
         study = optuna.create_study(

@@ -60,6 +60,14 @@ RULES = [
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """model.name=<fn's name> builds with fn. A second model of the same name is refused (timm's registry warns; a
+    silent overwrite would train another net than the yaml names); the same function again (a reload) is not."""
+    known = MODELS.get(fn.__name__)
+    if known is not None and (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
+        raise ValueError(
+            f"model name {fn.__name__!r} is registered twice: by {known.__module__} and by {fn.__module__}; "
+            "give one of them another name"
+        )
     MODELS[fn.__name__] = fn
     return fn
 

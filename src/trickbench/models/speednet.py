@@ -3,12 +3,12 @@ a patch-whitening first conv (kernel 2, no padding) -> act, three blocks of conv
 conv3x3 -> norm -> act, then a global max-pool, a bias-free linear layer and a fixed logit scale. Its tricks:
 - model.whiten: init_from_data() sets the first conv from the eigenvectors of the training images' patch second
   moments, +v and -v, each scaled by 1 / sqrt(eigenvalue + whiten_eps): whitened patches, both signs passing the act.
-- model.whiten_trainable: false freezes those filters (their bias still trains; FreezeWhiteningBias can stop it).
+- model.whiten_trainable: false freezes those filters (their bias still trains; FreezeWhiteningBias, in
+  callbacks/whitening.py, can stop it).
 - model.identity_init: the first c_in filters of every 3x3 conv start as the identity (an implicit residual); the
   rest keep the kit's init. It is set when the model is built, so init=default keeps it and other inits replace it.
 - model.logit_scale: logits x a constant (airbench: 1/9), a temperature fixed before training."""
 
-import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,7 +16,6 @@ from torch.nn import functional as F
 from trickbench.errors import ConfigError, is_int, is_number
 from trickbench.models.blocks import Backbone, ConvBlock, LayerKit
 from trickbench.models.registry import WIDEST, int_list, register_model
-from trickbench.rules import Rule, integer
 
 
 class GlobalMaxPool(nn.Module):
@@ -137,25 +136,3 @@ def speednet(
                 nn.init.dirac_(conv.weight[: conv.in_channels])
     head = nn.Sequential(GlobalMaxPool(), nn.Linear(width, num_classes, bias=False), Scale(logit_scale))
     return SpeedNet(nn.Sequential(*layers), head, whiten, whiten_eps)
-
-
-# found by config.validate from the speedrun preset's _target_
-RULES = [Rule("callbacks.freeze_whitening_bias.epochs", integer(0), "an integer >= 0 (epochs the bias trains)")]
-
-
-class FreezeWhiteningBias(L.Callback):
-    """Trains the whitening conv's bias for the first `epochs` epochs only (airbench: 3; it converges early, and a
-    first layer with nothing to train spares the backward pass its input gradients). Set at every epoch start from
-    the epoch number, so a resumed run freezes it too. Models without a whitening conv are left alone."""
-
-    def __init__(self, epochs: int = 3):
-        self.epochs = epochs
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not (is_int(self.epochs) and self.epochs >= 0):
-            raise ConfigError("callbacks.freeze_whitening_bias.epochs", self.epochs, "an integer >= 0")
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        set_trainable = getattr(getattr(pl_module, "net", pl_module), "set_whitening_bias_trainable", None)
-        if set_trainable is not None:  # duck-typed: a torch.compile'd net forwards the attribute
-            set_trainable(trainer.current_epoch < self.epochs)

@@ -16,10 +16,18 @@ from dataclasses import dataclass
 
 from trickbench.report.stats import paired_ci
 
-METRICS = {"train": ("train", "acc_last"), "val": ("val", "acc_best"), "test": ("test", "acc"),
-           "test_last": ("test_last", "acc")}
-METRIC_NAMES = {"train": "final train accuracy", "val": "best val accuracy",
-                "test": "test accuracy of the best-val checkpoint", "test_last": "last-epoch test accuracy"}
+METRICS = {
+    "train": ("train", "acc_last"),
+    "val": ("val", "acc_best"),
+    "test": ("test", "acc"),
+    "test_last": ("test_last", "acc"),
+}
+METRIC_NAMES = {
+    "train": "final train accuracy",
+    "val": "best val accuracy",
+    "test": "test accuracy of the best-val checkpoint",
+    "test_last": "last-epoch test accuracy",
+}
 CHANCE_MARGIN, TRAINS_MARGIN, OVERFIT_GAP, CONVERGED_RISE = 0.02, 0.10, 0.05, 0.01
 SUPPORTS, CONTRADICTS, INCONCLUSIVE = "supports", "contradicts", "inconclusive"
 NOT_RUN, NOT_MEASURED = "not run at this scale", "not measured yet"
@@ -85,7 +93,7 @@ def paired(a: dict, b: dict) -> list[float]:
 
 
 def interval_text(diffs: list[float], offset: float = 0.0) -> tuple[str, tuple | None]:
-    """"+1.23 [-0.40, +2.86]" in points and (low, high) - offset, or a flagged text and None (no interval)."""
+    """ "+1.23 [-0.40, +2.86]" in points and (low, high) - offset, or a flagged text and None (no interval)."""
     if not diffs:
         return "n/a", None
     mean, low, high = paired_ci(diffs)
@@ -124,8 +132,10 @@ def check(claim: dict, table, metric: str, chance: float) -> Verdict:
     mean_test = statistics.fmean(test.values()) if test else math.nan
     if "at_chance" in claim:
         ok = all(abs(v - chance) <= CHANCE_MARGIN for v in (mean_train, mean_test))
-        effect = (f"train {100 * mean_train:.2f}, test {100 * mean_test:.2f} vs chance {100 * chance:.0f} "
-                  "(absolute check: both within 2 points)")
+        effect = (
+            f"train {100 * mean_train:.2f}, test {100 * mean_test:.2f} vs chance {100 * chance:.0f} "
+            "(absolute check: both within 2 points)"
+        )
         return Verdict(says, SUPPORTS if ok else CONTRADICTS, effect, premise)
     if "trains" in claim:
         ok = mean_train >= chance + TRAINS_MARGIN

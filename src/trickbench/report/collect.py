@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trickbench.sweep import what_it_trains
+from trickbench.sweep.context import what_it_trains
 
 
 @dataclass

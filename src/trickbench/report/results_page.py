@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trickbench import scaled  # noqa: F401  (its resolvers: a run's saved config names them)
+from trickbench.config import resolvers  # noqa: F401  (its resolvers: a run's saved config names them)
 from trickbench.report import claims, results_plots, results_tables
 from trickbench.report.results_sections import SCALES, Preset, _shown, dataset_name, section
 
@@ -73,7 +73,7 @@ def presets(conf_dir: Path = CONF_DIR) -> list[Preset]:
 
 @functools.lru_cache(maxsize=None)
 def _lr_curve(preset: str, scale: str, overrides: str) -> tuple[list[float], int]:
-    from trickbench.config import compose_run_config
+    from trickbench.config.validate import compose_run_config
     from trickbench.report.lr_curves import lr_per_step
 
     return lr_per_step(compose_run_config([f"experiment=results/{preset}", f"scale={scale}", *overrides.split()]))
@@ -90,9 +90,14 @@ def lr_png(preset: Preset, scale: str, out: Path) -> Path | None:
 
 def summary(found: list[tuple[Preset, dict]]) -> list[str]:
     """One row per claim and dataset: its verdict and effect at each scale, linked to its section."""
-    lines = ["## Summary", "", "Each claim of the lecture and of the Bag of Tricks paper, checked at each scale "
-             "(the rule: Method, below).", "",
-             "| claim | source | CPU verdict | CPU effect | GPU verdict | GPU effect |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Summary",
+        "",
+        "Each claim of the lecture and of the Bag of Tricks paper, checked at each scale (the rule: Method, below).",
+        "",
+        "| claim | source | CPU verdict | CPU effect | GPU verdict | GPU effect |",
+        "|---|---|---|---|---|---|",
+    ]
     for preset, by_scale in found:
         for key in by_scale["cpu"]:
             i, dataset = key
@@ -111,16 +116,29 @@ def _wall_time(root: Path) -> list[str]:
     lines = []
     for scale in SCALES:
         sittings = root / scale / "sittings.txt"
-        times = [float(w.split()[2]) for w in sittings.read_text().splitlines() if len(w.split()) >= 3] \
-            if sittings.exists() else []
-        jobs = [float(json.loads(p.read_text()).get("wall_time_s") or 0)
-                for p in sorted((root / scale).rglob("results.json"))] if (root / scale).is_dir() else []
+        times = (
+            [float(w.split()[2]) for w in sittings.read_text().splitlines() if len(w.split()) >= 3]
+            if sittings.exists()
+            else []
+        )
+        jobs = (
+            [
+                float(json.loads(p.read_text()).get("wall_time_s") or 0)
+                for p in sorted((root / scale).rglob("results.json"))
+            ]
+            if (root / scale).is_dir()
+            else []
+        )
         if times:
-            lines.append(f"- {SCALES[scale]}: {sum(times) / 3600:.2f} h of wall time over {len(times)} sitting(s) "
-                         f"of `make reproduce` ({len(jobs)} jobs, {sum(jobs) / 3600:.2f} h summed over jobs).")
+            lines.append(
+                f"- {SCALES[scale]}: {sum(times) / 3600:.2f} h of wall time over {len(times)} sitting(s) "
+                f"of `make reproduce` ({len(jobs)} jobs, {sum(jobs) / 3600:.2f} h summed over jobs)."
+            )
         elif jobs:
-            lines.append(f"- {SCALES[scale]}: {len(jobs)} jobs, {sum(jobs) / 3600:.2f} h summed over jobs (no "
-                         "sitting was logged).")
+            lines.append(
+                f"- {SCALES[scale]}: {len(jobs)} jobs, {sum(jobs) / 3600:.2f} h summed over jobs (no "
+                "sitting was logged)."
+            )
         else:
             lines.append(f"- {SCALES[scale]}: not measured yet.")
     return ["**Wall time.**", "", *lines, ""]
@@ -129,22 +147,27 @@ def _wall_time(root: Path) -> list[str]:
 def _pilot(root: Path) -> list[str]:
     """The zero-gamma pilot's figures (experiment=results/part_d_zero_gamma_pilot), if its records are there."""
     folder = root / "cpu" / PILOT
-    head = ["**Pilot: zero-gamma at CPU width.** How long ResNet-20 must train before zero-gamma stops costing "
-            "accuracy (`make pilot-zero-gamma`): Δ last-epoch test accuracy of zero-gamma alone vs the baseline."]
+    head = [
+        "**Pilot: zero-gamma at CPU width.** How long ResNet-20 must train before zero-gamma stops costing "
+        "accuracy (`make pilot-zero-gamma`): Δ last-epoch test accuracy of zero-gamma alone vs the baseline."
+    ]
     if not folder.is_dir() or not any(folder.rglob("results.json")):
         return head + ["", "Pilot: not run yet.", ""]
     found, _ = results_tables.tables(folder, None)
     lines = ["", "| length | epochs | Δ [95% CI] |", "|---|---|---|"]
     for table in found:
-        lengths = sorted({o for r in table.rows for o in r.config if o.startswith("results.length=")},
-                         key=lambda o: int("".join(c for c in o if c.isdigit()) or 0))
+        lengths = sorted(
+            {o for r in table.rows for o in r.config if o.startswith("results.length=")},
+            key=lambda o: int("".join(c for c in o if c.isdigit()) or 0),
+        )
         for length in lengths:
             base = table.row(f"{length} variant=part_d/baseline")
             zero = table.row(f"{length} variant=part_d/alone_zero_gamma")
             if base and zero:
                 epochs = sorted({j.results.get("epochs") for j in base.jobs if j.ok})
-                text, _ = claims.interval_text(claims.paired(claims.per_seed(zero, "test_last"),
-                                                             claims.per_seed(base, "test_last")))
+                text, _ = claims.interval_text(
+                    claims.paired(claims.per_seed(zero, "test_last"), claims.per_seed(base, "test_last"))
+                )
                 lines.append(f"| {length.split('=')[1]} | {'/'.join(map(str, epochs))} | {text} |")
     return head + lines + [""]
 
@@ -157,9 +180,14 @@ def page(root: Path, out: Path, conf_dir: Path = CONF_DIR) -> str:
     for part, group in by_part.items():
         body += [f"## Part {part}: {group[0].results.get('story', '')}".rstrip(": "), ""]
         for preset in group:
-            body += [f'<a id="{preset.name}"></a>', "",
-                     f"### {preset.results.get('title', preset.name)} (`experiment=results/{preset.name}`)", "",
-                     preset.setup, ""]
+            body += [
+                f'<a id="{preset.name}"></a>',
+                "",
+                f"### {preset.results.get('title', preset.name)} (`experiment=results/{preset.name}`)",
+                "",
+                preset.setup,
+                "",
+            ]
             if preset.claims():
                 body += ["Claims checked (the lecture's or the paper's expectation, clause by clause):", ""]
                 body += [f"- {'premise: ' if c.get('premise') else ''}{c['says']}" for c in preset.claims()] + [""]

@@ -1,6 +1,6 @@
 """The PNGs of docs/results.md: each table's val-accuracy and train-loss curves (the sweep report's own plots), and
 for Part B the per-layer gradient norms of two runs (sigmoid vs ReLU), read from their TensorBoard event files,
-where GradientNorms (callbacks.py) logs grad_norm/<parameter> every trainer.log_every_n_steps."""
+where GradientNorms (callbacks/monitors.py) logs grad_norm/<parameter> every trainer.log_every_n_steps."""
 
 import json
 import re

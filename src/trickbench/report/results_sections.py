@@ -99,8 +99,11 @@ def _size(preset: Preset, tables: list[results_tables.Table], scale: str) -> str
         subset = None if cfg is None else OmegaConf.select(cfg, "data.subset", default=None)
         val = None if cfg is None else OmegaConf.select(cfg, "data.val_size", default=None)
         name = dataset_name(table.dataset)
-        out.append(f"{name}: all of it, {val} images of its train split held out for val" if subset is None else
-                   f"{name}: a fixed subset, {subset - val} train, {val} val and up to {subset} test images")
+        out.append(
+            f"{name}: all of it, {val} images of its train split held out for val"
+            if subset is None
+            else f"{name}: a fixed subset, {subset - val} train, {val} val and up to {subset} test images"
+        )
     if cfg is not None and "widths_at" in preset.results:
         out.append(f"conv widths {list(OmegaConf.select(cfg, 'results.widths'))}")
     return "; ".join(out)
@@ -123,20 +126,27 @@ def section(preset: Preset, scale: str, root: Path, out: Path, lr_png: Path | No
     lines = [f"#### {SCALES[scale]}", ""]
     left_out = preset.not_run(scale)
     if left_out:
-        lines += ["Not run at this scale: " + "; ".join(f"{claims.label(k)} ({why})" for k, why in left_out.items())
-                  + ".", ""]
+        lines += [
+            "Not run at this scale: " + "; ".join(f"{claims.label(k)} ({why})" for k, why in left_out.items()) + ".",
+            "",
+        ]
     if lr_png is not None:
         lines += [f"![learning rate per step]({os.path.relpath(lr_png, out.parent)})", ""]
     if not has_runs:
         missing = "GPU: not measured yet" if scale == "gpu" else "CPU: not measured yet"
-        return Section(lines + [f"{missing} (`make reproduce SCALE={scale}` writes `{_shown(folder)}/`).", ""],
-                       verdicts(preset, scale, []))
+        return Section(
+            lines + [f"{missing} (`make reproduce SCALE={scale}` writes `{_shown(folder)}/`).", ""],
+            verdicts(preset, scale, []),
+        )
     found, not_ok = results_tables.tables(folder, preset.results.get("baseline"))
     checked = verdicts(preset, scale, found)
     failed = [v for v in checked.values() if v.premise and v.verdict != claims.SUPPORTS]
     for v in failed:
-        lines += [f"**Premise failed:** {v.says}: {v.verdict} ({v.effect}). The comparisons below do not test what "
-                  "the part is about until it holds.", ""]
+        lines += [
+            f"**Premise failed:** {v.says}: {v.verdict} ({v.effect}). The comparisons below do not test what "
+            "the part is about until it holds.",
+            "",
+        ]
     if not failed and any(v.premise for v in checked.values()):
         lines += ["Premise checks: all hold (see the claims below).", ""]
     lines += [f"Trained: {_size(preset, found, scale)}.", ""]
@@ -153,9 +163,15 @@ def section(preset: Preset, scale: str, root: Path, out: Path, lr_png: Path | No
             lines += results_tables.verdict_lines(mine) + [""]
     lines += _grad_norms(preset, found, scale, out)
     if not_ok:
-        lines += ["Jobs that did not finish ok:", ""] + [
-            f"- `{j.folder.name}` ({' '.join(j.config)}, seed {j.seed}): {j.results.get('status')}, "
-            f"{j.results.get('error')}" for j in not_ok] + [""]
+        lines += (
+            ["Jobs that did not finish ok:", ""]
+            + [
+                f"- `{j.folder.name}` ({' '.join(j.config)}, seed {j.seed}): {j.results.get('status')}, "
+                f"{j.results.get('error')}"
+                for j in not_ok
+            ]
+            + [""]
+        )
     return Section(lines, checked)
 
 
@@ -182,7 +198,11 @@ def _grad_norms(preset: Preset, tables, scale: str, out: Path) -> list[str]:
     png = results_plots.grad_norm_plot(runs, out.with_suffix("") / scale / f"{preset.name}_grad_norm.png")
     if png is None:
         return []
-    return [f"![per-layer gradient norm]({os.path.relpath(png, out.parent)})", "",
-            "Per-layer gradient norm of the conv and FC weights at the first and last logged step (each run's "
-            "`grad_norm/*`, kept in its record as grad_norm.json): a norm that falls by orders of magnitude from the "
-            "output back to the first layers is the vanishing gradient.", ""]
+    return [
+        f"![per-layer gradient norm]({os.path.relpath(png, out.parent)})",
+        "",
+        "Per-layer gradient norm of the conv and FC weights at the first and last logged step (each run's "
+        "`grad_norm/*`, kept in its record as grad_norm.json): a norm that falls by orders of magnitude from the "
+        "output back to the first layers is the vanishing gradient.",
+        "",
+    ]

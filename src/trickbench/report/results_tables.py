@@ -83,8 +83,17 @@ def markdown(table: Table, metric: str, rows: list[Row] | None = None) -> list[s
     rows = rows if rows is not None else table.rows
     precisions = {_joined(j.results.get("precision") for j in r.jobs if j.ok) for r in rows}
     show_precision = len(precisions) > 1
-    head = ["config", "seeds", *COLUMNS.values(), f"Δ {claims.METRIC_NAMES[metric]} vs baseline [95% CI]",
-            "epochs", "wall s", *(["precision"] if show_precision else []), "device", "dataset"]
+    head = [
+        "config",
+        "seeds",
+        *COLUMNS.values(),
+        f"Δ {claims.METRIC_NAMES[metric]} vs baseline [95% CI]",
+        "epochs",
+        "wall s",
+        *(["precision"] if show_precision else []),
+        "device",
+        "dataset",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = claims.per_seed(table.base, metric)
     for r in rows:
@@ -95,11 +104,17 @@ def markdown(table: Table, metric: str, rows: list[Row] | None = None) -> list[s
         if r.stats["n_not_ok"]:
             name += f" ({r.stats['n_not_ok']} not ok)"
         diff = "baseline" if r.baseline else claims.interval_text(claims.paired(claims.per_seed(r, metric), base))[0]
-        cells = [name, r.stats["seeds"] or "-", *(_pct(n[m]) for m in COLUMNS), diff,
-                 _joined(j.results.get("epochs") for j in ok), "n/a" if wall is None else f"{wall:.0f}",
-                 *([_joined(j.results.get("precision") for j in ok)] if show_precision else []),
-                 _joined(j.results.get("device") for j in ok),
-                 _joined(dataset_name(j.results.get("dataset") or "?") for j in ok)]
+        cells = [
+            name,
+            r.stats["seeds"] or "-",
+            *(_pct(n[m]) for m in COLUMNS),
+            diff,
+            _joined(j.results.get("epochs") for j in ok),
+            "n/a" if wall is None else f"{wall:.0f}",
+            *([_joined(j.results.get("precision") for j in ok)] if show_precision else []),
+            _joined(j.results.get("device") for j in ok),
+            _joined(dataset_name(j.results.get("dataset") or "?") for j in ok),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

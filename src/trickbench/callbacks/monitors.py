@@ -1,0 +1,164 @@
+"""Monitors of a run (conf/callbacks): divergence, the first loss, gradient norms, and the SIGTERM checkpoint.
+None of them waits for the device at every step: their checks read values back only in the batches checked_batch
+names (the run's first, then every trainer.log_every_n_steps), in an epoch's last batch, or at epoch boundaries."""
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
+
+from trickbench.errors import Diverged
+from trickbench.rules import Rule, number, positive, text
+
+RULES = [
+    Rule("callbacks.first_loss.factor", number(1, open_low=True), "a number > 1 (how far from ln(classes))"),
+    Rule("callbacks.gradient_norms.ratio", positive, "a number > 0 (a layer's gradient / weight norm to warn below)"),
+    *[Rule(f"callbacks.{k}.dirpath", text, "a folder") for k in ("checkpoint_on_sigterm", "requeue_at_time_limit")],
+]
+
+log = logging.getLogger(__name__)
+
+
+def checked_batch(trainer: L.Trainer, stepped: bool) -> bool:
+    """Whether checks read values back in this training batch: the run's first (a bad init or lr shows at once)
+    and those whose step logs reach the loggers (Lightning's rule: the steps done before it, plus one, a multiple
+    of log_every_n_steps). stepped: asked after the batch's optimizer step."""
+    before, n = trainer.global_step - int(stepped), trainer.log_every_n_steps
+    return before == 0 or (n > 0 and (before + 1) % n == 0)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops the run when the training loss is NaN/inf. Written by hand: EarlyStopping(check_finite) looks only
+    at a monitored metric at epoch end and names no step. Checked in the first batch, every log_every_n_steps and
+    in each epoch's last batch (a host sync then, not every step); under DDP the ranks agree before raising, so
+    all stop together."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        if checked_batch(trainer, stepped=True) or batch_idx + 1 >= trainer.num_training_batches:
+            self._check(trainer, pl_module, outputs["loss"] if isinstance(outputs, dict) else outputs)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
+        bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            value = float(loss.detach()) if bad else "non-finite on another rank"
+            raise Diverged(trainer.global_step, trainer.current_epoch, value, _causes(run_config(pl_module)))
+
+
+def run_config(pl_module: L.LightningModule):
+    """The run's resolved config, as the module stores it for its checkpoints; None for a module without one."""
+    config = getattr(pl_module, "hparams", {}).get("config")
+    return None if config is None else OmegaConf.create(config)
+
+
+def _causes(cfg) -> str:
+    if cfg is None:
+        return "lr too high, no input normalization"
+    causes = [f"lr too high (optimizer.lr={cfg.optimizer.lr})"]
+    if cfg.data.get("normalize", "none") == "none":
+        causes.append("inputs not normalized (data.normalize=none)")
+    if not cfg.norm.get("name") or cfg.norm.get("name") == "none":
+        causes.append("no normalization layers (norm=none)")
+    return ", ".join(causes)
+
+
+class FirstLossCheck(L.Callback):
+    """The lecture's first sanity check: an untrained classifier predicts about uniformly, so its first batch's loss
+    should be about ln(number of classes). Outside [ln(C) / factor, factor x ln(C)] it logs one warning naming the
+    likely cause. Reads the loss once, in the run's first batch (a checked batch: no extra host sync). Not checked:
+    a resumed run, a step trick that changes the loss (distillation: not a plain cross entropy) and model.init_from
+    (loaded weights need not start at ln(C)). Written by hand: Lightning has no such check."""
+
+    def __init__(self, factor: float = 2.0):
+        self.factor = factor
+        self.first_loss: float | None = None  # the value read, for tests and users' scripts
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        if batch_idx != 0 or trainer.current_epoch != 0 or trainer.global_step > 1 or self.first_loss is not None:
+            return  # the run's first batch only (global_step is 1 after its step, 0 when gradients accumulate)
+        cfg = run_config(pl_module)
+        changes_loss = any(t.changes("loss") for t in getattr(pl_module, "step_tricks", ()))
+        if not trainer.is_global_zero or cfg is None or changes_loss or cfg.model.get("init_from"):
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.first_loss = float(loss.detach())
+        classes = pl_module.hparams["num_classes"]
+        ratio = self.first_loss / math.log(classes)
+        if math.isfinite(ratio) and not 1 / self.factor <= ratio <= self.factor:  # NaN/inf: DivergenceGuard's
+            log.warning(
+                "first loss %.3g is %.2g x ln(%d classes) = %.3g (expected within %g x): %s",
+                self.first_loss,
+                ratio,
+                classes,
+                math.log(classes),
+                self.factor,
+                _first_loss_causes(cfg) if ratio > 1 else _LABEL_BUG,
+            )
+
+
+_LABEL_BUG = (
+    "the net predicts the labels before any training; likely a label bug (labels leaking into the inputs, "
+    "the same images in train and val/test)"
+)
+
+
+def _first_loss_causes(cfg) -> str:
+    """Why logits start far from uniform: the init scale, then unnormalized inputs."""
+    norm = cfg.norm.get("name") or "none"
+    causes = [f"logits too large at init: init scale (init={cfg.init.name}, norm={norm}; try trick=batchnorm)"]
+    if cfg.data.get("normalize", "none") == "none":
+        causes.append("inputs not normalized (data.normalize=none; try trick=standardize)")
+    return "; ".join(causes)
+
+
+class CheckpointOnSigterm(L.Callback):
+    """SIGTERM (SLURM's time limit, `kill`): Lightning stops after the current batch; save last.ckpt first so a
+    requeued or resumed run loses no completed epoch."""
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.stage == "train":
+            trainer.save_checkpoint(self.path)
+            rank_zero_info(f"SIGTERM: saved {self.path}; continue with resume={self.path.parent.parent}")
+
+
+class GradientNorms(L.Callback):
+    """Per-layer gradient L2 norms (conv/linear weights) every log_every_n_steps, to TensorBoard as
+    grad_norm/<layer>, and the first and last layer's in metrics.csv. Warns once when the first layer's norm is
+    below `ratio` of the last layer's: the lecture's "network does not learn" case (vanishing gradients)."""
+
+    def __init__(self, ratio: float = 1e-3):
+        self.ratio = ratio
+        self.warned = False
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if not checked_batch(trainer, stepped=False):
+            return
+        step = trainer.global_step
+        weights = [(n, p) for n, p in pl_module.named_parameters() if p.ndim > 1 and p.grad is not None]
+        if not weights:
+            return
+        norms = torch.stack(torch._foreach_norm([p.grad.detach() for _, p in weights])).float()  # one fused kernel
+        pl_module.log_dict({f"grad_norm/{n}": v for (n, _), v in zip(weights, norms, strict=True)}, on_step=True)
+        first, last = norms[0], norms[-1]
+        # sync_dist at the epoch's end only: DDP's averaged gradients make the norms equal on every rank anyway
+        epoch_norms = {"train/grad_norm_first": first, "train/grad_norm_last": last}
+        pl_module.log_dict(epoch_norms, on_step=False, on_epoch=True, sync_dist=True)
+        if not self.warned and bool(first < self.ratio * last):  # one host sync per logging interval
+            self.warned = True
+            rank_zero_warn(
+                f"vanishing gradients at step {step}: the first layer's gradient norm ({float(first):.2e}) is below "
+                f"{self.ratio:g} x the last layer's ({float(last):.2e}); the network may not learn "
+                "(try trick=he_init, trick=batchnorm, activation=relu, trick=skip)"
+            )

@@ -1,0 +1,172 @@
+"""Config composition (every group option, tricks, experiments), validate() and train.py --help."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import CONF, ROOT, compose_cfg
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from trickbench.config.validate import validate
+from trickbench.errors import ConfigError
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")  # hydra: Hydra's own settings
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def as_dict(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def leaves(d: dict, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(leaves(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline() -> dict:
+    return as_dict(compose_cfg([]))
+
+
+GROUP_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+# tricks that set an option only ResNets have (their yaml says "ResNets only"): validated on one, and refused on the
+# default cnn in one line naming that option
+RESNET_ONLY = {"trick=resnet_d": "model.variant", "trick=stochastic_depth": "model.stochastic_depth"}
+RESNET_ONLY["trick=zero_gamma"] = "model.zero_init_residual"
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    choice = f"{group}={option}"
+    cfg = compose_cfg([choice, *(["model=resnet20"] if choice in RESNET_ONLY else [])])
+    assert HydraConfig.get().runtime.choices[group] == option
+    validate(cfg)
+
+
+@pytest.mark.parametrize("choice", sorted(RESNET_ONLY))
+def test_a_resnet_only_trick_on_the_default_cnn_is_refused_naming_its_option(choice):
+    assert re.search(r"ResNets (with a norm )?only", (CONF / f"{choice.replace('=', '/')}.yaml").read_text())
+    with pytest.raises(ConfigError, match=rf"^{RESNET_ONLY[choice]}=.*not an option of model=cnn"):
+        validate(compose_cfg([choice]))
+
+
+def test_groups_are_the_defaults_list_groups():
+    # the folders enumerated above are exactly the groups conf/train.yaml composes
+    defaults = OmegaConf.load(CONF / "train.yaml").defaults
+    assert GROUPS == sorted(k for d in defaults if not isinstance(d, str) for k in d if k != "hydra")
+
+
+@pytest.mark.parametrize("trick", options("trick"))
+def test_trick_changes_config_unless_none(trick, baseline):
+    changed = as_dict(compose_cfg([f"trick={trick}"])) != baseline
+    assert changed == (trick != "none")
+
+
+def test_two_tricks_apply_both():
+    cfg = compose_cfg(["trick=[batchnorm,he_init]"])
+    assert cfg.norm.name == "batch" and cfg.init.name == "he_normal"
+    validate(cfg)  # different keys: no conflict
+
+
+def test_trick_wins_over_experiment():
+    exp = compose_cfg(["experiment=vgg16_cifar10"])
+    assert exp.model.name == "vgg16" and exp.model.skip is False
+    cfg = compose_cfg(["experiment=vgg16_cifar10", "trick=skip"])
+    assert cfg.model.skip is True
+    # the rest of the experiment still applies
+    assert (cfg.model.name, cfg.data.name, cfg.task_name) == ("vgg16", "cifar10", "vgg16_cifar10")
+    assert cfg.trainer.max_epochs == 30
+    assert cfg.scheduler.lr_scheduler._target_.endswith("CosineAnnealingLR")
+
+
+EXP_TRICKS = [(e, t) for e in options("experiment") for t in options("trick") if t != "none"]
+
+
+@pytest.mark.parametrize("experiment,trick", EXP_TRICKS, ids=[f"{e}+{t}" for e, t in EXP_TRICKS])
+def test_every_trick_value_survives_every_experiment(experiment, trick, baseline):
+    set_by_trick = {
+        k: v
+        for k, v in leaves(as_dict(compose_cfg([f"trick={trick}"]))).items()
+        if leaves(baseline).get(k, object()) != v
+    }
+    assert set_by_trick
+    combined = leaves(as_dict(compose_cfg([f"experiment={experiment}", f"trick={trick}"])))
+    assert {k: combined.get(k) for k in set_by_trick} == set_by_trick
+
+
+# The stock experiment sets none of the tricks' keys in its own body, so an experiment that does is added
+# on the search path: without it, the defaults-list order (trick after experiment) would go untested.
+EXPERIMENT_BODY = """# @package _global_
+optimizer:
+  lr: 0.5
+model:
+  skip: false
+data:
+  normalize: standardize
+"""
+
+
+@pytest.mark.parametrize(
+    "trick,key,value",
+    [
+        ("low_lr", "optimizer.lr", 1e-4),
+        ("skip", "model.skip", True),
+        ("minus_one_one", "data.normalize", "minus_one_one"),
+    ],
+)
+def test_trick_overrides_a_value_the_experiment_sets(trick, key, value, tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "sets_trick_keys.yaml").write_text(EXPERIMENT_BODY)
+    overrides = [f"hydra.searchpath=[file://{tmp_path}]", "experiment=sets_trick_keys"]
+    assert OmegaConf.select(compose_cfg(overrides), key) != value
+    assert OmegaConf.select(compose_cfg([*overrides, f"trick={trick}"]), key) == value
+
+
+def test_tricks_setting_the_same_key_are_rejected():
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(["trick=[standardize,minus_one_one]"]))
+    msg = str(e.value)
+    assert msg.startswith("trick=")
+    assert "standardize" in msg and "minus_one_one" in msg and "data.normalize" in msg
+
+
+def test_default_config_validates():
+    assert validate(compose_cfg([])) is None
+
+
+BAD_VALUES = [
+    ("optimizer.lr", "0", 0),
+    ("optimizer.lr", "-1", -1),
+    ("data.batch_size", "0", 0),
+    ("model.dropout", "1.0", 1.0),
+    ("model.dropout", "-0.1", -0.1),
+    ("data.normalize", "bogus", "bogus"),
+    ("seed", "abc", "abc"),
+    ("seed", "1.5", 1.5),
+]
+
+
+@pytest.mark.parametrize("key,text,value", BAD_VALUES, ids=[f"{k}={t}" for k, t, _ in BAD_VALUES])
+def test_validate_rejects_bad_value(key, text, value):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([f"{key}={text}"]))
+    assert str(e.value).splitlines()[0].startswith(f"{key}={value!r}: ")
+    assert e.value.key == key
+
+
+def test_help_lists_groups_and_trick_options():
+    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for group in GROUPS:
+        # a group of folders (ladder/) is listed per folder, as Hydra lists subgroups
+        subgroups = [group] if options(group) else [f"{group}/{d.name}" for d in sorted((CONF / group).iterdir())]
+        for sub in subgroups:
+            assert f"{sub}: {', '.join(options(sub))}" in lines
