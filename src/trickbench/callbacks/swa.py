@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import StochasticWeightAveraging
 
 from trickbench import run_length
 from trickbench.errors import ConfigError, is_int, is_number
-from trickbench.rules import NodeCheck
+from trickbench.rules import NodeCheck, positive
 
 
 def _check_swa_node(node, cfg) -> None:
@@ -26,9 +26,9 @@ def check_swa(node, max_epochs: int, warmup_epochs: float = 0, key: str = "callb
     the random init, a start after the run puts the untrained weights back at its end, a start inside the warmup
     cuts it short (SWA's lr schedule replaces conf/scheduler's)."""
     lrs, factor = node.get("swa_lrs"), node.get("swa_lr_factor", 0.5)
-    if not (lrs is None or _positive(lrs) or (isinstance(lrs, Sequence) and lrs and all(map(_positive, lrs)))):
+    if not (lrs is None or positive(lrs) or (isinstance(lrs, Sequence) and lrs and all(map(positive, lrs)))):
         raise ConfigError(f"{key}.swa_lrs", lrs, "null (swa_lr_factor x the optimizer's lr), a number > 0 or a list")
-    if not _positive(factor):
+    if not positive(factor):
         raise ConfigError(f"{key}.swa_lr_factor", factor, "a number > 0: the SWA lr over the optimizer's lr")
     start = node.get("swa_epoch_start", 0.75)
     first = swa_first_epoch(start, max_epochs)
@@ -44,10 +44,6 @@ def check_swa(node, max_epochs: int, warmup_epochs: float = 0, key: str = "callb
         raise ConfigError(f"{key}.annealing_epochs", epochs, "an integer >= 0 (0: the SWA lr at once)")
     if node.get("annealing_strategy", "cos") not in ("cos", "linear"):
         raise ConfigError(f"{key}.annealing_strategy", node.get("annealing_strategy"), "cos or linear")
-
-
-def _positive(v) -> bool:
-    return is_number(v) and v > 0
 
 
 def swa_first_epoch(start, max_epochs: int) -> int | None:

@@ -24,7 +24,7 @@ PLACEMENT_KEYS = ("resume", "hydra.", "threads")
 @dataclass(frozen=True)
 class JobContext:
     multirun: bool  # a job of a sweep (-m)
-    launcher: str  # the sweep launcher's _target_ ("" outside a sweep)
+    launcher: str  # Hydra's launcher _target_ ("" when Hydra is not running)
     n_jobs: int  # jobs of this sweep running at once on this machine (1 outside a parallel launcher)
     threads: int  # torch threads of this job's process (each CPU rank's)
     processes: int  # processes the run starts: trainer.devices x trainer.num_nodes
