@@ -19,10 +19,6 @@ RULES = [Rule("threads", optional(integer(1)), "null (cores / parallel jobs) or 
 PLACEMENT_KEYS = ("resume", "hydra.", "threads")
 
 
-def _resume_or(resume, default):
-    return default if resume in (None, "") else resume
-
-
 def _hydra_subdir(resume) -> str:
     """A resumed run keeps the .hydra/ record of the command that started it; its own goes beside."""
     return ".hydra" if resume in (None, "") else f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
@@ -38,9 +34,8 @@ def _rank_zero_file(path: str) -> str:
     return path if is_rank_zero() else os.devnull
 
 
-# conf/hydra/default.yaml: run.dir / sweep.dir = ${trickbench.resume_or:${resume},<timestamped folder>}, ...
+# conf/hydra/default.yaml: .hydra/ of a resumed run, the job log of DDP's ranks (run.dir: trickbench.runfolder)
 for _name, _fn in (
-    ("trickbench.resume_or", _resume_or),
     ("trickbench.hydra_subdir", _hydra_subdir),
     ("trickbench.rank_zero_file", _rank_zero_file),
 ):
