@@ -5,6 +5,7 @@ quiet_libraries: each log line once, without the libraries' tips and deprecation
 import difflib
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from trickbench import sweep
 from trickbench.errors import ConfigError, TrickbenchError, exit_with, first_line
 from trickbench.rules import Rule, optional, text
+from trickbench.runfolder import FolderLock
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder: what resume= continues from
@@ -37,9 +39,30 @@ RULES = [Rule("resume", optional(text), "null or a run or sweep folder to contin
 
 
 def check_resume(run_dir) -> None:
-    """resume=<run folder> outside a sweep needs that run's last.ckpt."""
-    if not (Path(str(run_dir)) / LAST_CKPT).is_file():
-        raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
+    """resume=<run folder> outside a sweep: a folder an earlier run started in (its last.ckpt, or Hydra's record of
+    its config when it was killed before its first checkpoint)."""
+    run_dir = Path(str(run_dir))
+    if not ((run_dir / LAST_CKPT).is_file() or (run_dir / ".hydra" / "config.yaml").is_file()):
+        raise ConfigError(
+            "resume", str(run_dir), f"a run folder holding {LAST_CKPT} or .hydra/config.yaml (from an earlier run)"
+        )
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """The folder a run or sweep will write to, or its nearest existing parent, takes new files: a read-only or
+    forbidden one stops here in one line, before Hydra's own traceback while it creates the folder."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return
+    if not probe.is_dir():
+        cause = "not a folder"
+    elif os.statvfs(probe).f_flag & os.ST_RDONLY:
+        cause = "read-only file system"
+    else:
+        cause = "permission denied"
+    raise TrickbenchError(f"{key}: cannot write under {probe}: {cause}")
 
 
 def check_run_dir(run_dir: Path, overrides: list[str]) -> None:
@@ -96,13 +119,23 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
                         if option not in _options(loader, o.key_or_group):
                             raise _unknown_option(loader, o, option)
             first_job = [line for o in parsed if (line := _first_job_override(o)) is not None]
-            _compose_or_explain(loader, config_name, first_job, parsed)
-            if not multirun and config_name == "train":
-                resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
-                if isinstance(resume, str) and resume:
-                    check_resume(resume)
-                elif run_dir := next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None):
-                    check_run_dir(Path(str(run_dir)), overrides)
+            cfg = _compose_or_explain(loader, config_name, first_job, parsed)
+            if config_name != "train":
+                return
+            resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
+            resume = resume if isinstance(resume, str) and resume else None
+            dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+            explicit = next((o.value() for o in parsed if o.key_or_group == dir_key), None)
+            if not multirun and resume:
+                check_resume(resume)
+                FolderLock(Path(resume), "resume").release()  # a live run there: refused before torch loads
+            elif not multirun and explicit:
+                check_run_dir(Path(str(explicit)), overrides)
+            # reads paths.log_dir and task_name only: resolving hydra's run.dir would create the run's folder
+            where = (
+                resume or explicit or Path(cfg.paths.log_dir) / cfg.task_name / ("multiruns" if multirun else "runs")
+            )
+            check_writable(Path(str(where)), "resume" if resume else dir_key if explicit else "paths.log_dir")
     finally:
         GlobalHydra.instance().clear()
 

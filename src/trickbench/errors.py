@@ -1,7 +1,11 @@
 """Errors the user can fix, and the helpers their one-line messages are built with."""
 
+import errno
+import os
+import shutil
 import sys
 from numbers import Integral, Number
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -49,3 +53,47 @@ class Diverged(TrickbenchError):
     def __init__(self, step: int, epoch: int, loss: float | str, causes: str):
         self.step, self.epoch = step, epoch
         super().__init__(f"diverged: training loss is {loss} at step {step} (epoch {epoch}); likely causes: {causes}")
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def free_bytes(path) -> int | None:
+    """Free space on the file system holding path (or its nearest existing parent)."""
+    probe = Path(str(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+class FileFault(TrickbenchError):
+    """An OSError the user can fix (a full disk, a read-only or removed folder, a permission): one line naming the
+    path and the cause, and, for a full disk, what the write needed and what is free."""
+
+    def __init__(self, error: OSError, run_dir):
+        where = error.filename or "a file"
+        cause = (error.strerror or type(error).__name__).lower()
+        line = f"{where}: {cause}"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = getattr(error, "needed_bytes", None)
+            line += (
+                f" (this write needs {size(needed)}, {size(free_bytes(where))} free there)"
+                if needed
+                else (f" ({size(free_bytes(where))} free there)")
+            )
+            line += f"; free some space, then resume={run_dir}"
+        elif error.errno == errno.ENOENT and not os.path.isdir(str(run_dir)):
+            line += f" (the run folder {run_dir} was removed while the run ran); start the run again"
+        else:
+            line += f"; fix that, then resume={run_dir}"
+        super().__init__(line)

@@ -13,6 +13,7 @@ from trickbench.cli import LAST_CKPT
 from trickbench.errors import ConfigError, first_line
 from trickbench.models import count_params
 from trickbench.results import device_name, git_info, versions, write_json
+from trickbench.runfolder import FolderInUse
 
 
 def run_results(
@@ -100,10 +101,21 @@ def record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
         return
     if isinstance(error, ConfigError) and error.key == "resume":  # nothing ran in the folder it names
         return
+    if isinstance(error, FolderInUse):  # the folder is another live process's
+        return
     try:
         out, job_overrides = Path(cfg.paths.output_dir), overrides(cfg)
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
+    if not out.is_dir():  # removed while the run ran: not recreated for a record
+        return
+    try:
+        _write_failure(out, job_overrides, cfg, error, status)
+    except OSError:  # the disk that failed the run (full, read-only) fails its record too; the one line says why
+        pass
+
+
+def _write_failure(out: Path, job_overrides: list[str], cfg: DictConfig, error: Exception, status: str) -> None:
     write_json(
         out / "results.json",
         {

@@ -36,7 +36,14 @@ def device_name(device: torch.device) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
+    """Whole or not at all: a temporary file beside it, renamed; removed when the write fails (a full disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None or str(e.filename) == str(tmp):
+            e.filename = str(path)
+        raise
