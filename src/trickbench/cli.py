@@ -128,7 +128,8 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
             explicit = next((o.value() for o in parsed if o.key_or_group == dir_key), None)
             if not multirun and resume:
                 check_resume(resume)
-                FolderLock(Path(resume), "resume").release()  # a live run there: refused before torch loads
+                if sweep.is_rank_zero():  # DDP's other ranks rerun this command while rank 0 holds the lock
+                    FolderLock(Path(resume), "resume").release()  # a live run there: refused before torch loads
             elif not multirun and explicit:
                 check_run_dir(Path(str(explicit)), overrides)
             # reads paths.log_dir and task_name only: resolving hydra's run.dir would create the run's folder
