@@ -3,6 +3,7 @@ interrupt a real run at an exact point (so interruption tests need no sleeps) or
 
 import errno
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -163,3 +164,14 @@ class NoSpaceAt(L.Callback):
             return save(checkpoint, path, storage_options)
 
         io.save_checkpoint = save_on_a_full_disk
+
+
+class RemoveFolderAt(L.Callback):
+    """Removes `folder` (the run's own) at the start of epoch `epoch`, as a user cleaning up logs/ by hand would."""
+
+    def __init__(self, folder: str, epoch: int):
+        self.folder, self.epoch = Path(folder), epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            shutil.rmtree(self.folder)

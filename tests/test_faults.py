@@ -309,6 +309,22 @@ def test_a_read_only_log_folder_is_refused_in_one_line_before_the_run(tmp_path, 
     assert proc.stderr.strip().splitlines() == [f"error: paths.log_dir: cannot write under {ro}: read-only file system"]
 
 
+def test_a_run_folder_removed_while_the_run_runs_stops_in_one_line_and_is_not_recreated(tiny):
+    tmp, overrides = tiny
+    run_dir = tmp / "removed"
+    rm = ["+callbacks.rm._target_=hooks.RemoveFolderAt", f"+callbacks.rm.folder={run_dir}", "+callbacks.rm.epoch=1"]
+    proc = train_cli(*overrides, *rm, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr  # TensorBoard's writer thread too: one log line, on stdout
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line == proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {run_dir}/")
+    assert line.endswith(
+        f": no such file or directory (the run folder {run_dir} was removed while the run ran); start the run again"
+    )
+    assert not run_dir.exists()  # no part of a run recreated there, no failure record
+
+
 @pytest.mark.parametrize(
     "code, expect",
     [

@@ -76,12 +76,37 @@ def free_bytes(path) -> int | None:
         return None
 
 
+def _filename(error: OSError) -> str | None:
+    name = error.filename
+    return os.fsdecode(name) if isinstance(name, bytes) else name  # TensorBoard's writer names its files in bytes
+
+
+def thread_os_errors_in_one_line() -> None:
+    """A library's writer thread (TensorBoard's) that meets a full disk or a removed folder: one log line instead of
+    Python's thread traceback; the run's own writes meet the same cause and stop it in one line."""
+    import logging
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno is not None:
+            e = args.exc_value
+            logging.getLogger(__name__).warning(
+                "%s: %s (thread %s)", _filename(e), (e.strerror or "").lower(), getattr(args.thread, "name", "?")
+            )
+            return
+        default(args)
+
+    threading.excepthook = hook
+
+
 class FileFault(TrickbenchError):
     """An OSError the user can fix (a full disk, a read-only or removed folder, a permission): one line naming the
     path and the cause, and, for a full disk, what the write needed and what is free."""
 
     def __init__(self, error: OSError, run_dir):
-        where = error.filename or "a file"
+        where = _filename(error) or "a file"
         cause = (error.strerror or type(error).__name__).lower()
         line = f"{where}: {cause}"
         if error.errno in (errno.ENOSPC, errno.EDQUOT):

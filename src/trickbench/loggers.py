@@ -48,6 +48,8 @@ class EpochCSVLogger(Logger):
         self._start = time.monotonic()
         # a resumed run keeps the rows of the epochs it already has
         rows = read_metrics_csv(self.path) if self.path.exists() else []
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # here, not in save(): a run folder removed while the
+        # run runs is an error (train.main_task's one line), not recreated with part of a run in it
         self._rows = {int(r["epoch"]): {**r, "epoch": int(r["epoch"]), "step": int(r["step"] or 0)} for r in rows}
 
     @property
@@ -79,7 +81,6 @@ class EpochCSVLogger(Logger):
     def save(self) -> None:
         """Whole or not at all (a temporary file renamed): a kill or a full disk mid-write would cut the rows a
         resumed run reads back."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
             with open(tmp, "w", newline="") as fh:

@@ -16,7 +16,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench import optim, runfolder, search, speed, sweep, tuning
+from trickbench import errors, optim, runfolder, search, speed, sweep, tuning
 from trickbench.callbacks import CheckpointOnSigterm
 from trickbench.checkpoints import AtomicCheckpointIO, remove_partial_saves, resume_checkpoint, resumed_precision
 from trickbench.cli import LAST_CKPT, check_resume
@@ -193,6 +193,7 @@ def main_task(cfg: DictConfig) -> float:
     One run: a bad value prints its one-line error and exits 2 (3 when the loss diverged).
     In a sweep (-m) every failure is recorded in the job's results.json, returns search.BAD_SCORE and the sweep
     goes on; the sweep report callback then exits non-zero naming the failed jobs (a search: only if none is ok)."""
+    errors.thread_os_errors_in_one_line()
     resume = bool(cfg.get("resume")) and not sweep.is_multirun()
     folder, lock = Path(cfg.resume if resume else cfg.paths.output_dir), None
     try:
