@@ -337,4 +337,9 @@ def test_a_run_folder_removed_while_the_run_runs_stops_in_one_line_and_is_not_re
 def test_os_errors_read_as_one_line_naming_the_path_and_the_cause(code, expect):
     error = OSError(code, os.strerror(code), "/r/checkpoints/last.ckpt")
     error.needed_bytes = 2_000_000
-    assert str(FileFault(error, "/r")).startswith(expect)
+    assert FileFault.applies(error, "/r") and str(FileFault(error, "/r")).startswith(expect)
+
+
+def test_os_errors_the_user_cannot_fix_keep_their_traceback(tmp_path):
+    assert not FileFault.applies(OSError(errno.ECONNREFUSED, "Connection refused"), tmp_path)  # a download
+    assert not FileFault.applies(FileNotFoundError(errno.ENOENT, "No such file", "x"), tmp_path)  # folder still there

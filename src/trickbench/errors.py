@@ -105,6 +105,12 @@ class FileFault(TrickbenchError):
     """An OSError the user can fix (a full disk, a read-only or removed folder, a permission): one line naming the
     path and the cause, and, for a full disk, what the write needed and what is free."""
 
+    @staticmethod
+    def applies(error: OSError, run_dir) -> bool:
+        """A cause the user can fix; other OSErrors (a network error, a bug) keep their traceback."""
+        fixable = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+        return error.errno in fixable or error.errno == errno.ENOENT and not os.path.isdir(str(run_dir))
+
     def __init__(self, error: OSError, run_dir):
         where = _filename(error) or "a file"
         cause = (error.strerror or type(error).__name__).lower()

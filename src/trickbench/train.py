@@ -203,7 +203,7 @@ def main_task(cfg: DictConfig) -> float:
             cfg = resumed_config(cfg)
         return search.score(run(cfg))
     except OSError as e:  # a full disk, a read-only or removed folder: the user's to fix, said in one line
-        return _failed(cfg, FileFault(e, folder))
+        return _failed(cfg, FileFault(e, folder) if FileFault.applies(e, folder) else e)
     except SIGTERMException:  # SIGTERM, or Ctrl-C while training (callbacks.CheckpointOnSigterm)
         _stopped(CheckpointOnSigterm.stopped_by or "SIGTERM", cfg.paths.output_dir)
     except (KeyboardInterrupt, SystemExit) as e:
