@@ -19,4 +19,16 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     check_command_line("train", sys.argv[1:])  # an unknown option or key: one line, before Hydra's many
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C of a sweep reaches its parent here; each job saved its progress itself
+        from trickbench.sweep.folders import SweepFolderCheck
+
+        where = SweepFolderCheck.folder
+        print(
+            f"stopped by Ctrl-C; rerun the same command with resume={where} to continue"
+            if where
+            else "stopped by Ctrl-C",
+            file=sys.stderr,
+        )
+        sys.exit(130)

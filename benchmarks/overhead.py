@@ -31,10 +31,10 @@ from common import (
 from hydra.utils import instantiate
 
 from trickbench import speed
-from trickbench.sweep.context import threads_for
 from trickbench.data import batch_ops
 from trickbench.models import build_model
 from trickbench.optim import build_optimizer
+from trickbench.sweep.context import threads_for
 
 SETTINGS = {  # name: (dataset, overrides, default epochs)
     "resnet18_bf16": (

@@ -32,7 +32,8 @@ def compose_cfg(overrides: list[str], out_dir: Path | None = None) -> DictConfig
 
 def train_cli(*args: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
     """`python train.py ARGS` as a user runs it, from the repo root; tests/ on PYTHONPATH for hooks.<Class>."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    # this checkout's src/ first: the venv's editable install may point at another checkout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw
     )

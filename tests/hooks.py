@@ -1,7 +1,9 @@
 """Test-only Lightning callbacks, added with +callbacks.<name>._target_=hooks.<Class> (PYTHONPATH=tests): they
 interrupt a real run at an exact point (so interruption tests need no sleeps) or record what it was served."""
 
+import errno
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -11,18 +13,41 @@ import torch
 
 
 class SignalAt(L.Callback):
-    """Sends `signal` to this process at the start of epoch `epoch` (0-based), batch `batch`; once: `marker`
-    is created first, and a run that finds it (the resumed one) is left alone. Under DDP every rank signals
-    itself (as SLURM or `kill` of the process group would) and keeps a marker of its own."""
+    """Sends `signal` to this process at the start of epoch `epoch` (0-based), batch `batch` of `stage` (train,
+    validate: fit's validation, not the sanity check; test: the epoch is ignored); once: `marker` is created first,
+    and a run that finds it (a resumed one) is left alone. group=true signals the whole process group, as Ctrl-C in a
+    terminal or `kill -- -PGID` does (a sweep's parent and its workers). Under DDP every rank signals itself (as
+    SLURM or `kill` of the process group would) and keeps a marker of its own."""
 
-    def __init__(self, epoch: int, marker: str, signal: str = "SIGKILL", batch: int = 0):
+    def __init__(
+        self,
+        epoch: int,
+        marker: str,
+        signal: str = "SIGKILL",
+        batch: int = 0,
+        stage: str = "train",
+        group: bool = False,
+    ):
         self.epoch, self.batch, self.marker, self.signal = epoch, batch, Path(marker), signal
+        self.stage, self.group = stage, group
+
+    def _maybe(self, trainer, stage, batch_idx):
+        marker = self.marker if trainer.global_rank == 0 else Path(f"{self.marker}.rank{trainer.global_rank}")
+        epoch_ok = stage == "test" or trainer.current_epoch == self.epoch
+        if stage == self.stage and epoch_ok and batch_idx == self.batch and not marker.exists():
+            marker.touch()
+            sig = getattr(signal, self.signal)
+            os.killpg(os.getpgid(0), sig) if self.group else os.kill(os.getpid(), sig)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        marker = self.marker if trainer.global_rank == 0 else Path(f"{self.marker}.rank{trainer.global_rank}")
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch and not marker.exists():
-            marker.touch()
-            os.kill(os.getpid(), getattr(signal, self.signal))
+        self._maybe(trainer, "train", batch_idx)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._maybe(trainer, "validate", batch_idx)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._maybe(trainer, "test", batch_idx)
 
 
 class RecordTrainImages(L.Callback):
@@ -77,3 +102,76 @@ class RaiseAt(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.epoch:
             raise RuntimeError(f"crash at the start of epoch {self.epoch}")
+
+
+class WaitAt(L.Callback):
+    """At the start of epoch `epoch`, batch 0 of the first start: creates `<marker>.ready`, then waits (at most a
+    minute) until the test creates `<marker>.go`; a run that is still running, for the test to act on meanwhile."""
+
+    def __init__(self, epoch: int, marker: str):
+        self.epoch, self.marker = epoch, marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        ready, go = Path(f"{self.marker}.ready"), Path(f"{self.marker}.go")
+        if trainer.current_epoch == self.epoch and batch_idx == 0 and not ready.exists():
+            ready.touch()
+            deadline = time.monotonic() + 60
+            while not go.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+class KillDuringSave(L.Callback):
+    """SIGKILLs this process inside the checkpoint IO's save of <name> at the end of epoch `epoch`, after the bytes
+    are written and before they are renamed into place; once (`marker`). Writes the checkpoint IO's class name to
+    `<marker>.io`, so the test can see which writer every checkpoint (best, last, SIGTERM's) goes through."""
+
+    def __init__(self, marker: str, epoch: int, name: str = "last.ckpt"):
+        self.marker, self.epoch, self.name = Path(marker), epoch, name
+
+    def setup(self, trainer, pl_module, stage):
+        io = trainer.strategy.checkpoint_io
+        Path(f"{self.marker}.io").write_text(type(io).__name__)
+        save = io.save_checkpoint
+
+        def save_then_maybe_die(checkpoint, path, storage_options=None):
+            if Path(path).name == self.name and trainer.current_epoch == self.epoch and not self.marker.exists():
+                self.marker.touch()
+                os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # the bytes are written by now
+            return save(checkpoint, path, storage_options)
+
+        io.save_checkpoint = save_then_maybe_die
+
+
+class NoSpaceAt(L.Callback):
+    """Where no small file system can be mounted: the first save of last.ckpt fails as on a full disk, inside the
+    checkpoint IO's write (its fsync raises ENOSPC); once (`marker`)."""
+
+    def __init__(self, marker: str):
+        self.marker = Path(marker)
+
+    def setup(self, trainer, pl_module, stage):
+        io = trainer.strategy.checkpoint_io
+        save, fsync = io.save_checkpoint, os.fsync
+
+        def full(fd):
+            os.fsync = fsync
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def save_on_a_full_disk(checkpoint, path, storage_options=None):
+            if Path(path).name == "last.ckpt" and not self.marker.exists():
+                self.marker.touch()
+                os.fsync = full
+            return save(checkpoint, path, storage_options)
+
+        io.save_checkpoint = save_on_a_full_disk
+
+
+class RemoveFolderAt(L.Callback):
+    """Removes `folder` (the run's own) at the start of epoch `epoch`, as a user cleaning up logs/ by hand would."""
+
+    def __init__(self, folder: str, epoch: int):
+        self.folder, self.epoch = Path(folder), epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            shutil.rmtree(self.folder)

@@ -13,8 +13,6 @@ import pytest
 import yaml
 from conftest import CONF, ROOT
 
-import trickbench.callbacks
-
 SRC = ROOT / "src" / "trickbench"
 
 
@@ -93,15 +91,18 @@ def test_each_target_names_the_module_defining_its_class(where, target):
 
 
 def test_every_callback_class_lives_in_callbacks():
-    import trickbench.train  # noqa: F401  (imports every module the run uses)
     import trickbench.report.callback  # noqa: F401
+    import trickbench.train  # noqa: F401  (imports every module the run uses)
 
     outside = sorted(
         f"{c.__module__}.{c.__name__}"
         for mod in list(sys.modules.values())
-        if getattr(mod, "__name__", "").startswith("trickbench.") and not mod.__name__.startswith("trickbench.callbacks")
+        if getattr(mod, "__name__", "").startswith("trickbench.")
+        and not mod.__name__.startswith("trickbench.callbacks")
         for _, c in inspect.getmembers(mod, inspect.isclass)
-        if c.__module__ == mod.__name__ and issubclass(c, L.Callback) and not mod.__name__.startswith("trickbench.tricks")
+        if c.__module__ == mod.__name__
+        and issubclass(c, L.Callback)
+        and not mod.__name__.startswith("trickbench.tricks")
     )
     assert outside == []  # tricks/ holds StepTricks (callbacks with step hooks), found by step:
     assert set(trickbench.callbacks.__all__) >= {"SWA", "Lookahead", "EMAWeightAveraging", "EpochTimer", "CompileClock"}

@@ -1,5 +1,6 @@
 """A run folder's checkpoints: where resume= finds them (LAST_CKPT), the checks before a run starts in a folder,
-and reading a checkpoint written by train.py (eval.py, resume=, a distillation teacher). Importable without torch:
+reading a checkpoint written by train.py (eval.py, resume=, a distillation teacher) and what a killed save left
+(callbacks/checkpoint_io.py writes them whole). Importable without torch:
 the command line's checks run before torch loads."""
 
 import json
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from trickbench.errors import ConfigError, first_line
 from trickbench.rules import Rule, optional, text
 from trickbench.sweep.context import held_run, what_it_trains
+from trickbench.sweep.folders import SAVED_CONFIG, started_over
 
 log = logging.getLogger(__name__)
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder: what resume= continues from
@@ -46,7 +48,7 @@ def resumed_precision(last_ckpt: Path, asked, resolved: str) -> str:
     (asked) is refused. Checkpoints from before the precision was recorded keep `resolved`."""
     if not last_ckpt.is_file():
         return resolved
-    started = load_checkpoint(last_ckpt, key="resume")["hyper_parameters"]["config"]["trainer"].get("precision")
+    started = resume_checkpoint(last_ckpt)["hyper_parameters"]["config"]["trainer"].get("precision")
     if started is None or str(started) == resolved:
         return resolved
     if asked is not None:
@@ -58,19 +60,30 @@ def resumed_precision(last_ckpt: Path, asked, resolved: str) -> str:
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
-    """resume=<run dir>: the config stored in its last.ckpt, continued in that folder."""
+    """resume=<run dir>: the config stored in its last.ckpt, continued in that folder; a run killed before its
+    first checkpoint starts over there from the config Hydra saved when it started."""
     run_dir = Path(cfg.resume)
     check_resume(run_dir)
-    resumed = OmegaConf.create(load_checkpoint(run_dir / LAST_CKPT, key="resume")["hyper_parameters"]["config"])
+    if (run_dir / LAST_CKPT).is_file():
+        resumed = OmegaConf.create(resume_checkpoint(run_dir / LAST_CKPT)["hyper_parameters"]["config"])
+    else:
+        log.warning("%s has no checkpoint yet (stopped before its first): starting the run over there", run_dir)
+        resumed = started_over(run_dir)
+        for stale in (run_dir / LAST_CKPT.parent).glob("best-*.ckpt"):  # the first attempt's; it writes them again
+            stale.unlink()
     resumed.paths.output_dir = str(run_dir)
     resumed.resume = str(run_dir)
     return resumed
 
 
 def check_resume(run_dir) -> None:
-    """resume=<run folder> outside a sweep needs that run's last.ckpt."""
-    if not (Path(str(run_dir)) / LAST_CKPT).is_file():
-        raise ConfigError("resume", str(run_dir), f"a run folder holding {LAST_CKPT} (from an earlier run)")
+    """resume=<run folder> outside a sweep: a folder an earlier run started in (its last.ckpt, or Hydra's record of
+    its config when it was killed before its first checkpoint)."""
+    run_dir = Path(str(run_dir))
+    if not ((run_dir / LAST_CKPT).is_file() or (run_dir / SAVED_CONFIG).is_file()):
+        raise ConfigError(
+            "resume", str(run_dir), f"a run folder holding {LAST_CKPT} or {SAVED_CONFIG} (from an earlier run)"
+        )
 
 
 def check_run_dir(run_dir: Path, overrides: list[str]) -> None:
@@ -83,3 +96,39 @@ def check_run_dir(run_dir: Path, overrides: list[str]) -> None:
     trained = what_it_trains(done.get("overrides") or [])
     if done.get("status") == "ok" or trained != what_it_trains(overrides):
         raise ConfigError("hydra.run.dir", str(run_dir), held_run(done, run_dir))
+
+
+def remove_partial_saves(folder: Path) -> list[Path]:
+    """Temporary files of saves a SIGKILL interrupted (nothing else writes there while the run holds its lock)."""
+    stale = sorted(folder.glob(".*.tmp-*")) if folder.is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
+
+
+def resume_checkpoint(last_ckpt: Path) -> dict:
+    """last.ckpt to continue from; truncated or corrupt (a copy cut short, a disk error): refused in one line
+    naming it and the older complete checkpoint beside it."""
+    try:
+        return load_checkpoint(last_ckpt, key="resume")
+    except ConfigError as e:
+        older = [p for p in sorted(last_ckpt.parent.glob("*.ckpt")) if p != last_ckpt and _loads(p)]
+        here = f"{last_ckpt.parent.name}/{last_ckpt.name}"
+        way = (
+            f"the older {last_ckpt.parent.name}/{older[-1].name} is complete: copy it over {last_ckpt.name} to "
+            f"continue from it, or remove {last_ckpt.name} to start the run over"
+            if older
+            else f"no older checkpoint there: remove {last_ckpt.name} to start the run over"
+        )
+        why = e.allowed.split("torch.load failed: ", 1)[-1].split(". ")[0]  # torch's first sentence
+        raise ConfigError(
+            "resume", str(last_ckpt.parent.parent), f"{here} is truncated or corrupt ({why}); {way}"
+        ) from None
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+        return True
+    except ConfigError:
+        return False

@@ -1,7 +1,11 @@
 """Errors the user can fix, and the helpers their one-line messages are built with."""
 
+import errno
+import os
+import shutil
 import sys
 from numbers import Integral, Number
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -49,3 +53,78 @@ class Diverged(TrickbenchError):
     def __init__(self, step: int, epoch: int, loss: float | str, causes: str):
         self.step, self.epoch = step, epoch
         super().__init__(f"diverged: training loss is {loss} at step {step} (epoch {epoch}); likely causes: {causes}")
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def free_bytes(path) -> int | None:
+    """Free space on the file system holding path (or its nearest existing parent)."""
+    probe = Path(str(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def _filename(error: OSError) -> str | None:
+    name = error.filename
+    return os.fsdecode(name) if isinstance(name, bytes) else name  # TensorBoard's writer names its files in bytes
+
+
+def thread_os_errors_in_one_line() -> None:
+    """A library's writer thread (TensorBoard's) that meets a full disk or a removed folder: one log line instead of
+    Python's thread traceback; the run's own writes meet the same cause and stop it in one line."""
+    import logging
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno is not None:
+            e = args.exc_value
+            logging.getLogger(__name__).warning(
+                "%s: %s (thread %s)", _filename(e), (e.strerror or "").lower(), getattr(args.thread, "name", "?")
+            )
+            return
+        default(args)
+
+    threading.excepthook = hook
+
+
+class FileFault(TrickbenchError):
+    """An OSError the user can fix (a full disk, a read-only or removed folder, a permission): one line naming the
+    path and the cause, and, for a full disk, what the write needed and what is free."""
+
+    @staticmethod
+    def applies(error: OSError, run_dir) -> bool:
+        """A cause the user can fix; other OSErrors (a network error, a bug) keep their traceback."""
+        fixable = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+        return error.errno in fixable or error.errno == errno.ENOENT and not os.path.isdir(str(run_dir))
+
+    def __init__(self, error: OSError, run_dir):
+        where = _filename(error) or "a file"
+        cause = (error.strerror or type(error).__name__).lower()
+        line = f"{where}: {cause}"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = getattr(error, "needed_bytes", None)
+            line += (
+                f" (this write needs {size(needed)}, {size(free_bytes(where))} free there)"
+                if needed
+                else (f" ({size(free_bytes(where))} free there)")
+            )
+            line += f"; free some space, then resume={run_dir}"
+        elif error.errno == errno.ENOENT and not os.path.isdir(str(run_dir)):
+            line += f" (the run folder {run_dir} was removed while the run ran); start the run again"
+        else:
+            line += f"; fix that, then resume={run_dir}"
+        super().__init__(line)

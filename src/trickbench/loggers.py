@@ -2,6 +2,7 @@
 Lightning's CSVLogger writes one row per log call, mixing step rows (lr) and epoch rows (loss, acc)."""
 
 import csv
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class EpochCSVLogger(Logger):
         self._start = time.monotonic()
         # a resumed run keeps the rows of the epochs it already has
         rows = read_metrics_csv(self.path) if self.path.exists() else []
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # here, not in save(): a run folder removed while the
+        # run runs is an error (train.main_task's one line), not recreated with part of a run in it
         self._rows = {int(r["epoch"]): {**r, "epoch": int(r["epoch"]), "step": int(r["step"] or 0)} for r in rows}
 
     @property
@@ -76,9 +79,18 @@ class EpochCSVLogger(Logger):
 
     @rank_zero_only
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, COLUMNS)
-            writer.writeheader()
-            for epoch in sorted(self._rows):
-                writer.writerow({c: self._rows[epoch].get(c) for c in COLUMNS})
+        """Whole or not at all (a temporary file renamed): a kill or a full disk mid-write would cut the rows a
+        resumed run reads back."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, COLUMNS)
+                writer.writeheader()
+                for epoch in sorted(self._rows):
+                    writer.writerow({c: self._rows[epoch].get(c) for c in COLUMNS})
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.filename is None or str(e.filename) == str(tmp):
+                e.filename = str(self.path)
+            raise

@@ -17,6 +17,7 @@ from trickbench.checkpoints import LAST_CKPT
 from trickbench.errors import ConfigError, first_line
 from trickbench.models import count_params
 from trickbench.sweep.context import JobContext, is_rank_zero, run_overrides
+from trickbench.sweep.folders import FolderInUse
 
 
 class Results(TypedDict):
@@ -82,10 +83,17 @@ def device_name(device: torch.device) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
+    """Whole or not at all: a temporary file beside it, renamed; removed when the write fails (a full disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None or str(e.filename) == str(tmp):
+            e.filename = str(path)
+        raise
 
 
 def run_results(
@@ -166,10 +174,21 @@ def record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
         return
     if isinstance(error, ConfigError) and error.key == "resume":  # nothing ran in the folder it names
         return
+    if isinstance(error, FolderInUse):  # the folder is another live process's
+        return
     try:
         out, job_overrides = Path(cfg.paths.output_dir), run_overrides(cfg)
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
+    if not out.is_dir():  # removed while the run ran: not recreated for a record
+        return
+    try:
+        _write_failure(out, job_overrides, cfg, error, status)
+    except OSError:  # the disk that failed the run (full, read-only) fails its record too; the one line says why
+        pass
+
+
+def _write_failure(out: Path, job_overrides: list[str], cfg: DictConfig, error: Exception, status: str) -> None:
     write_json(
         out / "results.json",
         {

@@ -2,6 +2,7 @@
 results.json. train.py at the repo root is the Hydra entry point."""
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,16 +14,17 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trickbench import speed, sweep, tuning
-from trickbench.callbacks import CompileClock
-from trickbench.checkpoints import LAST_CKPT, resumed_config, resumed_precision
+from trickbench import errors, speed, sweep, tuning
+from trickbench.callbacks import AtomicCheckpointIO, CheckpointOnSigterm, CompileClock
+from trickbench.checkpoints import LAST_CKPT, remove_partial_saves, resumed_config, resumed_precision
 from trickbench.config.validate import validate
-from trickbench.errors import ConfigError, Diverged, TrickbenchError, with_status
+from trickbench.errors import ConfigError, Diverged, FileFault, TrickbenchError, with_status
 from trickbench.models import build_model
 from trickbench.module import build_module
 from trickbench.results import log_hparams, record_failure, run_results, write_json
 from trickbench.sweep import search
-from trickbench.sweep.context import finished
+from trickbench.sweep.context import finished, launcher_target
+from trickbench.sweep.folders import FolderLock
 from trickbench.sweep.placement import check_sweep_placement
 from trickbench.tricks import StepTrick
 
@@ -57,7 +59,8 @@ def build_step_tricks(cfg: DictConfig) -> list[StepTrick]:
 
 def _plugins() -> list:
     # under SLURM the submitit launcher requeues (conf/hydra/launcher/slurm.yaml); Lightning's requeue would double it
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    return [AtomicCheckpointIO(), *slurm]
 
 
 def run(cfg: DictConfig) -> dict:
@@ -74,6 +77,8 @@ def run(cfg: DictConfig) -> dict:
     if done is not None:
         log.info("skipped: %s already says status ok", out_dir / "results.json")
         return done
+    for stale in remove_partial_saves(out_dir / LAST_CKPT.parent):
+        log.info("removed %s, a checkpoint save the run's kill interrupted", stale)
     speed.reset_backend_flags(job.threads)
     settings = speed.resolve(cfg)
     last_ckpt = out_dir / LAST_CKPT
@@ -147,25 +152,52 @@ def main_task(cfg: DictConfig) -> float:
     One run: a bad value prints its one-line error and exits 2 (3 when the loss diverged).
     In a sweep (-m) every failure is recorded in the job's results.json, returns search.BAD_SCORE and the sweep
     goes on; the sweep report callback then exits non-zero naming the failed jobs (a search: only if none is ok)."""
+    errors.thread_os_errors_in_one_line()
+    resume = bool(cfg.get("resume")) and not sweep.is_multirun()
+    folder, lock = Path(cfg.resume if resume else cfg.paths.output_dir), None
     try:
-        if cfg.get("resume") and not sweep.is_multirun():
+        if sweep.is_rank_zero():  # DDP's other ranks are this run's own processes
+            lock = FolderLock(folder, "resume" if resume else "hydra.run.dir")
+        if resume:
             cfg = resumed_config(cfg)
         return search.score(run(cfg))
-    except SIGTERMException:
-        if sweep.is_rank_zero():  # on stderr, like the one-line errors
-            print(
-                f"stopped by SIGTERM; checkpoints/last.ckpt holds the progress: resume={cfg.paths.output_dir}",
-                file=sys.stderr,
-            )
-        sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
+    except OSError as e:  # a full disk, a read-only or removed folder: the user's to fix, said in one line
+        return _failed(cfg, FileFault(e, folder) if FileFault.applies(e, folder) else e)
+    except SIGTERMException:  # SIGTERM, or Ctrl-C while training (callbacks.CheckpointOnSigterm)
+        _stopped(CheckpointOnSigterm.stopped_by or "SIGTERM", cfg.paths.output_dir)
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Ctrl-C outside training: Lightning's handler (test, validate) ends in sys.exit(1)
+        if isinstance(e, SystemExit) and not isinstance(e.__context__, KeyboardInterrupt):
+            raise
+        _stopped("Ctrl-C", folder)
     except Exception as e:
-        status = "diverged" if isinstance(e, Diverged) else "failed"
-        record_failure(cfg, e, status)
-        if sweep.is_multirun():
-            log.error("job %s", with_status(status, e), exc_info=not isinstance(e, TrickbenchError))
-            return search.BAD_SCORE
-        if isinstance(e, TrickbenchError):
-            if sweep.is_rank_zero():  # DDP: every rank fails alike; one says so
-                print(f"error: {e}", file=sys.stderr)
-            sys.exit(3 if status == "diverged" else 2)
-        raise
+        return _failed(cfg, e)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _stopped(by: str, folder) -> None:
+    code = 143 if by == "SIGTERM" else 130  # 128 + the signal, as if it had killed the process
+    if sweep.is_multirun():
+        print(f"job {Path(folder).name} stopped by {by}", file=sys.stderr)  # the sweep's parent says how to go on
+        if "joblib" in launcher_target():  # a worker process: loky would keep it waiting for a dead parent
+            sys.stderr.flush()
+            os._exit(code)
+    elif sweep.is_rank_zero():  # on stderr, like the one-line errors
+        print(f"stopped by {by}; checkpoints/last.ckpt holds the progress: resume={folder}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _failed(cfg: DictConfig, e: Exception) -> float:
+    """Records the failure; in a sweep the sweep goes on (BAD_SCORE), else the one line and exit 2 (3: diverged)."""
+    status = "diverged" if isinstance(e, Diverged) else "failed"
+    record_failure(cfg, e, status)
+    if sweep.is_multirun():
+        log.error("job %s", with_status(status, e), exc_info=not isinstance(e, TrickbenchError))
+        return search.BAD_SCORE
+    if isinstance(e, TrickbenchError):
+        if sweep.is_rank_zero():  # DDP: every rank fails alike; one says so
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(3 if status == "diverged" else 2)
+    raise e

@@ -302,7 +302,10 @@ def test_lookahead_state_round_trips():
     "override, error",
     [
         ("callbacks.lookahead.start_epoch=10", r"^callbacks.lookahead.start_epoch=10: less than trainer.max_epochs=10"),
-        ("callbacks.lookahead.start_epoch=0.97", r"^callbacks.lookahead.start_epoch=0.97: less than trainer.max_epochs"),
+        (
+            "callbacks.lookahead.start_epoch=0.97",
+            r"^callbacks.lookahead.start_epoch=0.97: less than trainer.max_epochs",
+        ),
         ("callbacks.lookahead.decay_base=1.0", r"^callbacks.lookahead.decay_base=1.0: a number in \[0, 1\)"),
         ("callbacks.lookahead.every_n_steps=0", r"^callbacks.lookahead.every_n_steps=0: an integer >= 1"),
     ],

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-
 from types import UnionType
 from typing import NotRequired, Union, get_args, get_origin, get_type_hints
 
@@ -13,7 +12,6 @@ from conftest import ROOT, compose_cfg, tiny_run_overrides
 from trickbench.loggers import COLUMNS, read_metrics_csv
 from trickbench.results import Results
 from trickbench.train import run
-
 
 
 def check_contract(results: dict) -> None:

@@ -4,6 +4,9 @@ names (the run's first, then every trainer.log_every_n_steps), in an epoch's las
 
 import logging
 import math
+import signal
+import threading
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -121,16 +124,37 @@ def _first_loss_causes(cfg) -> str:
 
 
 class CheckpointOnSigterm(L.Callback):
-    """SIGTERM (SLURM's time limit, `kill`): Lightning stops after the current batch; save last.ckpt first so a
-    requeued or resumed run loses no completed epoch."""
+    """SIGTERM (SLURM's time limit, `kill`) or Ctrl-C (SIGINT) while training: Lightning stops after the current
+    batch; save last.ckpt first so a requeued or resumed run loses no completed batch. Ctrl-C is taken through
+    Lightning's SIGTERM path: its KeyboardInterrupt could land inside an optimizer step, and a checkpoint saved then
+    would hold half-updated weights. A second Ctrl-C interrupts at once."""
+
+    stopped_by: str | None = None  # what stopped the last fit: "SIGTERM" or "Ctrl-C" (train.main_task says it)
 
     def __init__(self, dirpath: str):
         self.path = Path(dirpath) / "last.ckpt"
+        self._previous = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        CheckpointOnSigterm.stopped_by = None  # a parallel launcher's worker runs job after job
+        if stage == "fit" and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, partial(self._ctrl_c, trainer))
+
+    def _ctrl_c(self, trainer: L.Trainer, signum, frame) -> None:
+        CheckpointOnSigterm.stopped_by = "Ctrl-C"
+        trainer._signal_connector.received_sigterm = True  # what its SIGTERM handler sets: it stops after the batch
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.state.stage == "train":
             trainer.save_checkpoint(self.path)
-            rank_zero_info(f"SIGTERM: saved {self.path}; continue with resume={self.path.parent.parent}")
+            what = CheckpointOnSigterm.stopped_by or "SIGTERM"
+            rank_zero_info(f"{what}: saved {self.path}; continue with resume={self.path.parent.parent}")
 
 
 class GradientNorms(L.Callback):

@@ -19,6 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 from trickbench.checkpoints import check_resume, check_run_dir
 from trickbench.config import CONF_DIR
 from trickbench.errors import ConfigError, TrickbenchError, exit_with, first_line
+from trickbench.sweep.context import is_rank_zero
+from trickbench.sweep.folders import FolderLock, check_writable
 
 # Lightning's advertisements (its loggers and checkpoints are what this project uses), its SLURM hint (the slurm
 # launcher submits with sbatch; a run started by hand on a login node is not a mistake), and its note that the
@@ -72,13 +74,24 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
                         if option not in _options(loader, o.key_or_group):
                             raise _unknown_option(loader, o, option)
             first_job = [line for o in parsed if (line := _first_job_override(o)) is not None]
-            _compose_or_explain(loader, config_name, first_job, parsed)
-            if not multirun and config_name == "train":
-                resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
-                if isinstance(resume, str) and resume:
-                    check_resume(resume)
-                elif run_dir := next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None):
-                    check_run_dir(Path(str(run_dir)), overrides)
+            cfg = _compose_or_explain(loader, config_name, first_job, parsed)
+            if config_name != "train":
+                return
+            resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
+            resume = resume if isinstance(resume, str) and resume else None
+            dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+            explicit = next((o.value() for o in parsed if o.key_or_group == dir_key), None)
+            if not multirun and resume:
+                check_resume(resume)
+                if is_rank_zero():  # DDP's other ranks rerun this command while rank 0 holds the lock
+                    FolderLock(Path(resume), "resume").release()  # a live run there: refused before torch loads
+            elif not multirun and explicit:
+                check_run_dir(Path(str(explicit)), overrides)
+            # reads paths.log_dir and task_name only: resolving hydra's run.dir would create the run's folder
+            where = (
+                resume or explicit or Path(cfg.paths.log_dir) / cfg.task_name / ("multiruns" if multirun else "runs")
+            )
+            check_writable(Path(str(where)), "resume" if resume else dir_key if explicit else "paths.log_dir")
     finally:
         GlobalHydra.instance().clear()
 

@@ -9,6 +9,7 @@ import time
 from omegaconf import OmegaConf
 
 from trickbench.sweep.context import is_rank_zero
+from trickbench.sweep.folders import new_folder
 from trickbench.sweep.search import around, best_params
 
 FULL_VAL_SIZE = 5000
@@ -26,10 +27,6 @@ def warmup_epochs(wanted, max_epochs) -> int:
     return max(0, min(int(wanted), int(max_epochs) - 1))
 
 
-def _resume_or(resume, default):
-    return default if resume in (None, "") else resume
-
-
 def _hydra_subdir(resume) -> str:
     """A resumed run keeps the .hydra/ record of the command that started it; its own goes beside."""
     return ".hydra" if resume in (None, "") else f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
@@ -43,13 +40,14 @@ def _rank_zero_file(path: str) -> str:
 RESOLVERS = {
     "trickbench.val_size": val_size,
     "trickbench.warmup_epochs": warmup_epochs,
-    # conf/hydra/default.yaml: run.dir / sweep.dir = ${trickbench.resume_or:${resume},<timestamped folder>}, ...
-    "trickbench.resume_or": _resume_or,
+    # conf/hydra/default.yaml: .hydra/ of a resumed run, the job log of DDP's ranks
     "trickbench.hydra_subdir": _hydra_subdir,
     "trickbench.rank_zero_file": _rank_zero_file,
     "trickbench.best_params": best_params,  # conf/hparams_search/fine.yaml
     "trickbench.around": around,
 }
-for _name, _fn in RESOLVERS.items():
+# run.dir / sweep.dir: cached (like Hydra's now), so one start makes one folder
+CACHED = {"trickbench.new_folder": new_folder}
+for _name, _fn in (RESOLVERS | CACHED).items():
     if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _fn)
+        OmegaConf.register_new_resolver(_name, _fn, use_cache=_name in CACHED)
