@@ -116,8 +116,18 @@ def _commands(folder: Path) -> list[str]:
     for path in sorted(folder.rglob("multirun.yaml")):
         hydra = OmegaConf.load(path).hydra
         args = [str(o) for o in hydra.overrides.task if not str(o).startswith("resume=")]
-        lines.append(" ".join(["python train.py -m", *args, f"hydra.sweep.dir={hydra.sweep.dir}"]))
+        lines.append(" ".join(["python train.py -m", *args, f"hydra.sweep.dir={_sweep_dir(hydra)}"]))
     return lines
+
+
+def _sweep_dir(hydra) -> str:
+    """The folder as the command named it (resume= or hydra.sweep.dir=), never resolved: the resolver behind
+    hydra.sweep.dir makes a new folder (and older records name a resolver no longer registered)."""
+    for key, where in (("resume=", "overrides.task"), ("hydra.sweep.dir=", "overrides.hydra")):
+        named = [str(o).removeprefix(key) for o in OmegaConf.select(hydra, where, default=[]) if str(o).startswith(key)]
+        if named:
+            return named[-1]
+    return str(OmegaConf.to_container(hydra.sweep)["dir"])
 
 
 def section(preset: Preset, scale: str, root: Path, out: Path, lr_png: Path | None) -> Section:
