@@ -40,8 +40,10 @@ install:  ## .venv with the package (editable) and test extras; Debian's Fashion
 train:  ## train the default config (Fashion-MNIST, plain CNN); ARGS="key=value ..." for overrides
 	$(BIN)/python train.py $(ARGS)
 
-test:  ## the test suite (CPU, a few minutes)
-	$(BIN)/python -m pytest -q
+# two pytest workers: most tests wait on a train.py process starting (imports, Hydra), so 2 cores run two at
+# once; measured on 2 cores: 847 s serial, 574 s with -n 2. One file alone: .venv/bin/python -m pytest PATH
+test:  ## the test suite (CPU, about 10 minutes on 2 cores)
+	$(BIN)/python -m pytest -q -n 2
 
 clean:  ## remove run logs (not the data cache)
 	rm -rf logs outputs multirun
