@@ -57,7 +57,8 @@ def test_command_line_and_sweep_modules_import_without_torch():
     code = (
         "import sys\n"
         "import trickbench.config.command_line, trickbench.config.resolvers, trickbench.checkpoints\n"
-        "import trickbench.sweep.context, trickbench.sweep.placement, trickbench.sweep.search\n"
+        "import trickbench.sweep.context, trickbench.sweep.folders\n"
+        "import trickbench.sweep.placement, trickbench.sweep.search\n"
         "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
