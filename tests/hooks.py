@@ -142,28 +142,29 @@ class KillDuringSave(L.Callback):
         io.save_checkpoint = save_then_maybe_die
 
 
-class NoSpaceAt(L.Callback):
-    """Where no small file system can be mounted: the first save of last.ckpt fails as on a full disk, inside the
-    checkpoint IO's write (its fsync raises ENOSPC); once (`marker`)."""
+class WriteFailsAt(L.Callback):
+    """The first save of last.ckpt fails inside the checkpoint IO's write (its fsync raises `error`, an errno name):
+    ENOSPC where no small file system can be mounted, EACCES or EROFS as a mid-run permission or read-only fault
+    (root ignores file modes, so no chmod can make one); once (`marker`)."""
 
-    def __init__(self, marker: str):
-        self.marker = Path(marker)
+    def __init__(self, marker: str, error: str = "ENOSPC"):
+        self.marker, self.code = Path(marker), getattr(errno, error)
 
     def setup(self, trainer, pl_module, stage):
         io = trainer.strategy.checkpoint_io
         save, fsync = io.save_checkpoint, os.fsync
 
-        def full(fd):
+        def failing(fd):
             os.fsync = fsync
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(self.code, os.strerror(self.code))
 
-        def save_on_a_full_disk(checkpoint, path, storage_options=None):
+        def save_failing_once(checkpoint, path, storage_options=None):
             if Path(path).name == "last.ckpt" and not self.marker.exists():
                 self.marker.touch()
-                os.fsync = full
+                os.fsync = failing
             return save(checkpoint, path, storage_options)
 
-        io.save_checkpoint = save_on_a_full_disk
+        io.save_checkpoint = save_failing_once
 
 
 class RemoveFolderAt(L.Callback):

@@ -257,7 +257,7 @@ def test_runs_and_sweeps_started_in_the_same_second_each_get_their_own_folder(tm
 @pytest.fixture
 def small_disk(tmp_path):
     """(folder, filler, extra overrides): a 1 MB tmpfs (mounted as root) that a filler leaves room on for the first
-    checkpoint only; where none can be mounted, a folder and hooks.NoSpaceAt's ENOSPC on the first last.ckpt."""
+    checkpoint only; where none can be mounted, a folder and hooks.WriteFailsAt's ENOSPC on the first last.ckpt."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
@@ -268,7 +268,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
     else:
         filler.write_bytes(b"")
-        yield mnt, filler, ["+callbacks.full._target_=hooks.NoSpaceAt", f"+callbacks.full.marker={tmp_path}/full"]
+        yield mnt, filler, ["+callbacks.full._target_=hooks.WriteFailsAt", f"+callbacks.full.marker={tmp_path}/full"]
 
 
 def test_a_full_disk_stops_in_one_line_leaves_no_partial_file_and_resumes_once_freed(tiny, reference, small_disk):
@@ -293,6 +293,25 @@ def test_a_full_disk_stops_in_one_line_leaves_no_partial_file_and_resumes_once_f
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr  # Hydra logs to stdout
     assert f"cache {cache} is unreadable" in out and "decoding again" in out
+    assert_like_reference(run_dir, reference)
+
+
+def test_a_permission_error_mid_run_stops_in_one_line_and_resumes_once_fixed(tiny, reference):
+    tmp, overrides = tiny
+    run_dir = tmp / "denied"
+    denied = [
+        "+callbacks.deny._target_=hooks.WriteFailsAt",
+        f"+callbacks.deny.marker={tmp}/deny",
+        "+callbacks.deny.error=EACCES",
+    ]
+    proc = train_cli(*overrides, *denied, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {run_dir}/checkpoints/last.ckpt: permission denied; fix that, then resume={run_dir}"
+    )
+    assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+    proc = train_cli(f"resume={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert_like_reference(run_dir, reference)
 
 
@@ -329,6 +348,7 @@ def test_a_run_folder_removed_while_the_run_runs_stops_in_one_line_and_is_not_re
     "code, expect",
     [
         (errno.ENOSPC, "/r/checkpoints/last.ckpt: no space left on device (this write needs 2.0 MB, "),
+        (errno.EDQUOT, "/r/checkpoints/last.ckpt: disk quota exceeded (this write needs 2.0 MB, "),
         (errno.EACCES, "/r/checkpoints/last.ckpt: permission denied; fix that, then resume=/r"),
         (errno.EROFS, "/r/checkpoints/last.ckpt: read-only file system; fix that, then resume=/r"),
         (errno.ENOENT, "/r/checkpoints/last.ckpt: no such file or directory (the run folder /r was removed while"),
