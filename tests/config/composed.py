@@ -32,7 +32,9 @@ SHARED_CHARS = 120  # a value longer than this, as JSON, is written once under "
 
 
 def options(group: str) -> list[str]:
-    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
+    """The group's options, nested folders included; a common/ folder holds settings options share, not options."""
+    paths = (p.relative_to(CONF / group) for p in (CONF / group).rglob("*.yaml"))
+    return sorted(str(p.with_suffix("")) for p in paths if "common" not in p.parts)
 
 
 def groups() -> list[str]:

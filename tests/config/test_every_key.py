@@ -76,6 +76,8 @@ def options() -> list[str]:
     found = []
     for group in [g for g in order if g != "hydra"]:
         for path in sorted((CONF / group).rglob("*.yaml")):
+            if "common" in path.relative_to(CONF / group).parts:
+                continue  # settings the group's options share (conf/data/common/, ...), composed within them
             found.append((group, path.relative_to(CONF / group).with_suffix("").as_posix(), path))
     return found
 

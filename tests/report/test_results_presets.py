@@ -86,11 +86,6 @@ def test_scales_differ_as_the_page_says():
     d = compose_cfg(["experiment=results/part_d", "scale=cpu", "variant=part_d/alone_cosine"])
     assert (d.data.subset, d.data.val_size, d.trainer.max_epochs, d.test_last) == (5000, 500, 15, True)
     assert compose_cfg(["experiment=results/part_a", "scale=cpu", "data=fashion_mnist"]).data.subset is None
-    # copies of another preset's numbers stay equal to it
-    raw = {p: OmegaConf.load(CONF / "experiment" / "results" / f"{p}.yaml").results for p in PRESETS}
-    assert raw["part_b_solutions"].epochs == raw["part_b"].epochs
-    assert raw["part_b_solutions"].widths_at == raw["part_b"].widths_at
-    assert raw["part_d_teacher"].epochs.gpu == raw["part_d"].epochs.gpu
 
 
 @pytest.mark.parametrize("preset", PRESETS)

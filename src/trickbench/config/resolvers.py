@@ -27,6 +27,14 @@ def warmup_epochs(wanted, max_epochs) -> int:
     return max(0, min(int(wanted), int(max_epochs) - 1))
 
 
+def sweep_values(*lists_then_not_run) -> str:
+    """A results preset's configurations, each listed once (`key=value` or a bare value), as one sweep's values in
+    their order, less those the preset's results.not_run leaves out at this scale (the last argument, or null)."""
+    *lists, not_run = lists_then_not_run
+    values = [str(item).split("=", 1)[-1] for items in lists for item in items]
+    return ",".join(v for i, v in enumerate(values) if v not in values[:i] and v not in (not_run or ()))
+
+
 def _hydra_subdir(resume) -> str:
     """A resumed run keeps the .hydra/ record of the command that started it; its own goes beside."""
     return ".hydra" if resume in (None, "") else f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
@@ -40,6 +48,7 @@ def _rank_zero_file(path: str) -> str:
 RESOLVERS = {
     "trickbench.val_size": val_size,
     "trickbench.warmup_epochs": warmup_epochs,
+    "trickbench.sweep_values": sweep_values,  # conf/experiment/results/: the configurations, named once
     # conf/hydra/default.yaml: .hydra/ of a resumed run, the job log of DDP's ranks
     "trickbench.hydra_subdir": _hydra_subdir,
     "trickbench.rank_zero_file": _rank_zero_file,

@@ -104,8 +104,8 @@ def _size(preset: Preset, tables: list[results_tables.Table], scale: str) -> str
             if subset is None
             else f"{name}: a fixed subset, {subset - val} train, {val} val and up to {subset} test images"
         )
-    if cfg is not None and "widths_at" in preset.results:
-        out.append(f"conv widths {list(OmegaConf.select(cfg, 'results.widths'))}")
+    if cfg is not None and (widths := OmegaConf.select(cfg, "results.widths", default=None)) is not None:
+        out.append(f"conv widths {list(widths)}")
     return "; ".join(out)
 
 
