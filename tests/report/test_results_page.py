@@ -2,59 +2,19 @@
 flags and summary the page prints, byte for byte the same on a rebuild; `records` copies nothing large; the
 committed page is what `make results-page` rebuilds from the committed records (docs/results/runs/)."""
 
-import csv
 import filecmp
-import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, compose_cfg
+from fake_records import job
 
-from trickbench.loggers import COLUMNS
 from trickbench.report import records, results_page
 from trickbench.report.lr_curves import first_decay_problem
 
 T_975_2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom
-CIFAR = "cifar10 (JPEG q75 copy)"
-
-
-def job(folder: Path, overrides, seed, train, test_last, test=None, dataset=CIFAR, precision="32-true", curve=None):
-    folder.mkdir(parents=True)
-    results = {
-        "status": "ok",
-        "error": None,
-        "seed": seed,
-        "epochs": 8,
-        "wall_time_s": 10.0 + seed,
-        "device": "cpu",
-        "overrides": [*overrides, f"seed={seed}", "experiment=results/x", "scale=cpu"],
-        "dataset": dataset,
-        "test": {"acc": test if test is not None else test_last, "loss": 1.0},
-        "test_last": {"acc": test_last},
-        "val": {"acc_best": test_last + 0.01, "acc_last": test_last},
-        "train": {"acc_last": train},
-        "precision": precision,
-    }
-    (folder / "results.json").write_text(json.dumps(results))
-    (folder / ".hydra").mkdir()
-    subset = None if dataset == "fashion_mnist" else 8000
-    config = {"data": {"subset": subset, "val_size": 800 if subset else 5000}, "results": {"widths": [16, 32, 64, 128]}}
-    (folder / ".hydra" / "config.yaml").write_text(json.dumps(config))
-    with open(folder / "metrics.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, COLUMNS)
-        w.writeheader()
-        for e, acc in enumerate(curve or [train] * 8):
-            w.writerow(
-                {
-                    "epoch": e,
-                    "step": 57 * (e + 1),
-                    "train_loss": 2.0 / (e + 1),
-                    "train_acc": acc,
-                    "val_acc": test_last * (e + 1) / 8,
-                }
-            )
 
 
 def build(root: Path, out: Path) -> str:
