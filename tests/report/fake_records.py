@@ -49,7 +49,8 @@ def job(
     if config:
         (folder / ".hydra").mkdir()
         subset = None if dataset == "fashion_mnist" else 8000
-        cfg = {"data": {"subset": subset, "val_size": 800 if subset else 5000}, "results": {"widths": [16, 32, 64, 128]}}
+        data = {"subset": subset, "val_size": 800 if subset else 5000}
+        cfg = {"data": data, "results": {"widths": [16, 32, 64, 128]}}
         (folder / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
     with open(folder / "metrics.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, COLUMNS)
