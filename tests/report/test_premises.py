@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fake_records import job
 
-from trickbench.report import premises, results_page, results_tables
+from trickbench.report import claims, premises, results_page, results_tables
 
 T_975_2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom
 S = range(3)  # seeds
@@ -130,3 +130,16 @@ def test_claims_carry_ids_source_figures_units_and_what_seeds_resolve(tmp_path):
     assert "*supports* or *contradicts*. The page shows 1." in text
     assert "- **A1** a better net does better (checked as: better beats base; lecture: test ~89%)" in text
     assert "- **A2** not run at this scale: no outcome in the text" in text
+
+
+def test_reaches_params_and_cited_claims(tmp_path):
+    base = table(tmp_path / "a", {"net": {s: {"train": 0.9, "test_last": 0.88, "extra": {"params": 61706}} for s in S}})
+    row = base.row("variant=p/net")
+    assert premises.reaches({"row": "variant=p/net", "at_least": 0.85}, row, "test_last").passed is True
+    assert premises.reaches({"row": "variant=p/net", "at_least": 0.89}, row, "test_last").passed is False
+    assert premises.params({"row": "variant=p/net", "equals": 61706}, row).passed is True
+    assert premises.params({"row": "variant=p/net", "equals": 61707}, row).effect == (
+        "61,706 parameters (structural check: 61,707)"
+    )
+    cited = claims.check({"says": "fp16", "cited": "docs/benchmarks.md"}, base, "test_last", 0.1)
+    assert (cited.verdict, cited.effect) == (claims.CITED, "docs/benchmarks.md")
