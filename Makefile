@@ -72,7 +72,7 @@ reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), 
 	$(BIN)/python -m trickbench.report.results_page --root $(RECORDS) --out $(PAGE) || failed=1; \
 	exit $$failed
 
-records:  ## copy each job's results.json, metrics.csv and config from RESULTS=logs/results into RECORDS=docs/results/runs
+records:  ## copy each job's results.json, metrics.csv and config (a resumed job's from .hydra/resumed-*/; none: exit 2) from RESULTS=logs/results into RECORDS=docs/results/runs, paths made relative to the repository
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)
 
 results-page:  ## rebuild docs/results.md and docs/results/{cpu,gpu}/*.png from the run records in RECORDS=docs/results/runs

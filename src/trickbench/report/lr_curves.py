@@ -1,6 +1,7 @@
 """The learning rate of every optimizer step of a composed run config, without data or training: the schedule the
-run's optimizer and scheduler builders make (optim.py), stepped as Lightning steps it. The page draws it per part
-and scale; tests/report/test_results_presets.py checks every results preset with first_decay_problem."""
+run's optimizer and scheduler builders make (optim.py), stepped as Lightning steps it. tests/report/
+test_results_presets.py checks every results preset with first_decay_problem; the page draws the lr the runs
+logged instead (results_lr.py), never this simulation of today's conf/."""
 
 import math
 

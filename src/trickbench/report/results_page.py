@@ -8,8 +8,6 @@ Each preset of conf/experiment/results/ with a `results.part` is one section; it
 themselves). The page and its PNGs (under <out without .md>/) are rebuilt byte for byte from the same records."""
 
 import argparse
-import functools
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -17,8 +15,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from trickbench.config import resolvers  # noqa: F401  (its resolvers: a run's saved config names them)
-from trickbench.report import claims, results_plots, results_tables
-from trickbench.report.results_sections import SCALES, Preset, _shown, dataset_name, section
+from trickbench.report import claims, results_tables
+from trickbench.report.results_sections import SCALES, Preset, _shown, section
+from trickbench.report.results_summary import claim_lines, summary, wall_time
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 PILOT = "part_d_zero_gamma_pilot"
@@ -34,17 +33,24 @@ METHOD = """## Method
 **Verdicts.** One rule for every comparison, the paired interval: the per-seed difference of two configurations
 (runs with the same seed) and its 95% t-interval over seeds. *supports*: the interval excludes 0 in the claimed
 direction; *contradicts*: it excludes 0 the other way; *inconclusive*: it includes 0, or it has no width (one seed,
-or every seed gave the same difference: flagged, never printed as an interval). Absolute claims are absolute checks,
-named in the verdict: *at chance* = mean train and test within 2 points of 1/classes; *trains* = mean train accuracy
-at least 10 points above chance; *overfits* = the per-seed train - test gap, its interval above 5 points;
-*converged* = train accuracy rose by less than 1 point over the last fifth of the epochs. A claim on a configuration
-a scale leaves out says *not run at this scale* and why; a scale without runs says *not measured yet*.
+or every seed gave the same difference: flagged, never printed as an interval). Effects are in points of the
+accuracy the claim is judged on (train or test, the source's metric). **Premises** come first in each part, each a
+check its runs can fail: *does not learn* = mean train and mean last-epoch test accuracy both within 2 points of
+1/classes; *trains* = mean train accuracy at least 10 points above chance; *overfits* = train accuracy on the
+training images without augmentation or dropout (an evaluation pass after training) minus test accuracy, per seed,
+its interval above 5 points; *converged for its length* = the baseline trained twice as long (a pilot, paired by
+seed) gains under 1.5 points of test accuracy on average. A premise that fails at a scale stops its part's claims
+being judged there (*premise failed*); one the records cannot judge (*cannot be judged*: they lack what it reads) is
+said, and the claims are judged without it. A claim on a configuration a scale leaves out says *not run at this
+scale* and why; a scale without runs says *not measured yet*.
 
 **Figures.** Accuracies in %, mean ± std over seeds. Train: the last epoch's (augmentation and dropout on). Best
 val: the maximum over epochs on the val split, biased upward (shown, not judged). Test (best val): the test split on
 that epoch's checkpoint. Test (last): the test split on the weights training ended with. **Verdicts and Δ use the
 last epoch's test accuracy** (train accuracy where a claim says so): no choice is made on the val split. Wall s: one
-job's training and test, mean over seeds (jobs ran two at a time on CPU, several per GPU). CIFAR-10 on this
+job's training and test, mean over seeds (jobs ran two at a time on CPU, several per GPU). Each section's *Trained*
+line gives the precision its runs trained in (results.json `precision`: `bf16-mixed` is bf16 autocast over fp32
+weights, `32-true` fp32); its lr plot, the lr each epoch trained at as the runs logged it. CIFAR-10 on this
 project's machines is a JPEG re-encode, labelled `CIFAR-10 (JPEG q75 copy)`: its accuracies are not those of the
 original CIFAR-10.
 
@@ -69,79 +75,6 @@ def presets(conf_dir: Path = CONF_DIR) -> list[Preset]:
                     setup.append(text)
             found.append(Preset(path.stem, node, " ".join(setup)))
     return sorted(found, key=lambda p: (p.part, p.name))
-
-
-@functools.lru_cache(maxsize=None)
-def _lr_curve(preset: str, scale: str, overrides: str) -> tuple[list[float], int]:
-    from trickbench.config.validate import compose_run_config
-    from trickbench.report.lr_curves import lr_per_step
-
-    return lr_per_step(compose_run_config([f"experiment=results/{preset}", f"scale={scale}", *overrides.split()]))
-
-
-def lr_png(preset: Preset, scale: str, out: Path) -> Path | None:
-    """The preset's lr schedules at this scale (results.lr_curves, else its baseline), composed from conf/."""
-    curves = {}
-    for overrides in preset.results.get("lr_curves") or [preset.results.get("baseline", "")]:
-        curves[claims.label(overrides) or "all runs"] = _lr_curve(preset.name, scale, overrides)
-    title = f"{preset.name}, {SCALES[scale]}: lr per optimizer step"
-    return results_plots.lr_plot(curves, title, out.with_suffix("") / scale / f"{preset.name}_lr.png")
-
-
-def summary(found: list[tuple[Preset, dict]]) -> list[str]:
-    """One row per claim and dataset: its verdict and effect at each scale, linked to its section."""
-    lines = [
-        "## Summary",
-        "",
-        "Each claim of the lecture and of the Bag of Tricks paper, checked at each scale (the rule: Method, below).",
-        "",
-        "| claim | source | CPU verdict | CPU effect | GPU verdict | GPU effect |",
-        "|---|---|---|---|---|---|",
-    ]
-    for preset, by_scale in found:
-        for key in by_scale["cpu"]:
-            i, dataset = key
-            claim = preset.claims()[i]
-            where = f" ({dataset_name(dataset)})" if len(claim.get("datasets") or preset.datasets) > 1 else ""
-            cells = [f"[Part {preset.part}: {claim['says']}{where}](#{preset.name})", claim.get("source", "lecture")]
-            for scale in SCALES:
-                v = by_scale[scale][key]
-                cells += [f"**{v.verdict}**", v.effect or "-"]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def _wall_time(root: Path) -> list[str]:
-    """The measured wall time of each scale: the sittings `make reproduce` logged, and the jobs' own sum."""
-    lines = []
-    for scale in SCALES:
-        sittings = root / scale / "sittings.txt"
-        times = (
-            [float(w.split()[2]) for w in sittings.read_text().splitlines() if len(w.split()) >= 3]
-            if sittings.exists()
-            else []
-        )
-        jobs = (
-            [
-                float(json.loads(p.read_text()).get("wall_time_s") or 0)
-                for p in sorted((root / scale).rglob("results.json"))
-            ]
-            if (root / scale).is_dir()
-            else []
-        )
-        if times:
-            lines.append(
-                f"- {SCALES[scale]}: {sum(times) / 3600:.2f} h of wall time over {len(times)} sitting(s) "
-                f"of `make reproduce` ({len(jobs)} jobs, {sum(jobs) / 3600:.2f} h summed over jobs)."
-            )
-        elif jobs:
-            lines.append(
-                f"- {SCALES[scale]}: {len(jobs)} jobs, {sum(jobs) / 3600:.2f} h summed over jobs (no "
-                "sitting was logged)."
-            )
-        else:
-            lines.append(f"- {SCALES[scale]}: not measured yet.")
-    return ["**Wall time.**", "", *lines, ""]
 
 
 def _pilot(root: Path) -> list[str]:
@@ -188,16 +121,17 @@ def page(root: Path, out: Path, conf_dir: Path = CONF_DIR) -> str:
                 preset.setup,
                 "",
             ]
-            if preset.claims():
-                body += ["Claims checked (the lecture's or the paper's expectation, clause by clause):", ""]
-                body += [f"- {'premise: ' if c.get('premise') else ''}{c['says']}" for c in preset.claims()] + [""]
+            if preset.claims() or preset.claims_not_run():
+                body += ["Claims checked (the sources' expectation, clause by clause, premises first):", ""]
+                body += claim_lines(preset) + [""]
             by_scale = {}
             for scale in SCALES:
-                done = section(preset, scale, root, out, lr_png(preset, scale, out))
+                done = section(preset, scale, root, out)
                 body += done.lines
                 by_scale[scale] = done.verdicts
             found.append((preset, by_scale))
-    head = [INTRO.format(root=_shown(root)), *summary(found), METHOD, *_wall_time(root), *_pilot(root)]
+    parts = [preset.name for preset, _ in found]
+    head = [INTRO.format(root=_shown(root)), *summary(found), METHOD, *wall_time(root, parts), *_pilot(root)]
     return "\n".join(head + body).rstrip() + "\n"
 
 

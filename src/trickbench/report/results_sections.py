@@ -1,6 +1,7 @@
 """One section of docs/results.md: a preset at one scale, from its run records (<root>/<scale>/<preset>/): the
-premise checks, what the runs trained, the command, one table per dataset (and per row group), the claims' verdicts,
-the curves, the lr schedule and, for Part B, the per-layer gradient norms. Without records: "not measured yet"."""
+premise checks first, what the runs trained (and in which precision), the command, one table per dataset (and per
+row group), the claims' verdicts, the curves, the lr each epoch trained at and, for Part B, the per-layer gradient
+norms. Without records: "not measured yet"."""
 
 import os
 from dataclasses import dataclass, field
@@ -8,8 +9,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trickbench.report import claims, results_plots, results_tables
+from trickbench.report import claims, results_lr, results_plots, results_tables
 from trickbench.report.results_tables import dataset_name
+from trickbench.report.results_verdicts import verdicts
 
 SCALES = {"cpu": "CPU scale", "gpu": "GPU scale"}
 
@@ -39,6 +41,10 @@ class Preset:
         """Configurations (variant or ladder values) this scale leaves out -> why."""
         return dict((self.results.get("not_run") or {}).get(scale) or {})
 
+    def claims_not_run(self) -> dict[str, str]:
+        """The digest's claims of this part that no run here checks (id -> why), results.not_run_claims."""
+        return {str(k): str(v) for k, v in (self.results.get("not_run_claims") or {}).items()}
+
 
 @dataclass
 class Section:
@@ -56,34 +62,6 @@ def _shown(path: Path) -> str:
 def _slug(text: str) -> str:
     """A folder name: cifar10 (JPEG q75 copy) -> cifar10_jpeg_q75_copy."""
     return "_".join("".join(c if c.isalnum() else " " for c in text).lower().split())
-
-
-def _not_run_reason(preset: Preset, scale: str, claim: dict) -> str | None:
-    left_out = preset.not_run(scale)
-    for overrides in claims.rows_named(claim):
-        for o in overrides.split():
-            if o.split("=", 1)[-1] in left_out:
-                return f"{claims.label(o)}: {left_out[o.split('=', 1)[-1]]}"
-    return None
-
-
-def verdicts(preset: Preset, scale: str, found: list[results_tables.Table]) -> dict:
-    """Every claim at this scale, per dataset it names: checked on that dataset's table, or why it is not."""
-    out = {}
-    for i, claim in enumerate(preset.claims()):
-        for dataset in claim.get("datasets") or preset.datasets:
-            table = next((t for t in found if t.dataset.split()[0] == dataset), None)
-            reason = _not_run_reason(preset, scale, claim)
-            premise = bool(claim.get("premise"))
-            if reason:
-                out[i, dataset] = claims.Verdict(claim["says"], claims.NOT_RUN, reason, premise)
-            elif table is None:
-                out[i, dataset] = claims.Verdict(claim["says"], claims.NOT_MEASURED, "", premise)
-            else:
-                chance = 1 / int(preset.results.get("classes", 10))
-                out[i, dataset] = claims.check(claim, table, preset.metric, chance)
-                out[i, dataset].effect = f"{dataset_name(table.dataset)}: {out[i, dataset].effect}"
-    return out
 
 
 def _size(preset: Preset, tables: list[results_tables.Table], scale: str) -> str:
@@ -106,7 +84,42 @@ def _size(preset: Preset, tables: list[results_tables.Table], scale: str) -> str
         )
     if cfg is not None and (widths := OmegaConf.select(cfg, "results.widths", default=None)) is not None:
         out.append(f"conv widths {list(widths)}")
+    precisions = sorted({str(j.results.get("precision")) for j in jobs if j.results.get("precision")})
+    out.append(f"precision {', '.join(precisions) or 'not recorded'}")
     return "; ".join(out)
+
+
+def _without_config(tables: list[results_tables.Table]) -> list[str]:
+    """Records with no .hydra/config.yaml: said, never passed over (they were copied before `make records` took a
+    resumed job's config from .hydra/resumed-<time>/, and their run folders are gone)."""
+    jobs = sorted({j.folder.name for t in tables for j in t.jobs if not (j.folder / ".hydra" / "config.yaml").exists()})
+    if not jobs:
+        return []
+    total = sum(len(t.jobs) for t in tables)
+    return [
+        f"Records without a config ({len(jobs)} of {total}: jobs first started in a `resume=` sitting, copied before "
+        "`make records` took their config from `.hydra/resumed-<time>/`): jobs "
+        + ", ".join(sorted(jobs, key=lambda n: (len(n), n)))
+        + ".",
+        "",
+    ]
+
+
+def premise_lines(checked: dict) -> list[str]:
+    """The premises at this scale, printed before anything else, with what each means for the claims."""
+    premises = [v for v in checked.values() if v.premise]
+    if not premises:
+        return []
+    lines = ["Premises, checked first (a claim is judged only where its part's premises hold):", ""]
+    for v in premises:
+        lines.append(f"- {v.says}: **{v.verdict}** ({v.effect or '-'})")
+    lines.append("")
+    for v in premises:
+        if v.verdict == claims.FAILS:
+            lines += [f"**Premise failed:** {v.says}. The claims on its dataset are not judged at this scale.", ""]
+        elif v.verdict == claims.UNJUDGED:
+            lines += [f"**Premise not checked:** {v.says}. The claims below are judged without it.", ""]
+    return lines
 
 
 def _commands(folder: Path) -> list[str]:
@@ -130,7 +143,7 @@ def _sweep_dir(hydra) -> str:
     return str(OmegaConf.to_container(hydra.sweep)["dir"])
 
 
-def section(preset: Preset, scale: str, root: Path, out: Path, lr_png: Path | None) -> Section:
+def section(preset: Preset, scale: str, root: Path, out: Path) -> Section:
     folder = root / scale / preset.name
     has_runs = folder.is_dir() and any(folder.rglob("results.json"))
     lines = [f"#### {SCALES[scale]}", ""]
@@ -140,27 +153,18 @@ def section(preset: Preset, scale: str, root: Path, out: Path, lr_png: Path | No
             "Not run at this scale: " + "; ".join(f"{claims.label(k)} ({why})" for k, why in left_out.items()) + ".",
             "",
         ]
-    if lr_png is not None:
-        lines += [f"![learning rate per step]({os.path.relpath(lr_png, out.parent)})", ""]
     if not has_runs:
         missing = "GPU: not measured yet" if scale == "gpu" else "CPU: not measured yet"
         return Section(
             lines + [f"{missing} (`make reproduce SCALE={scale}` writes `{_shown(folder)}/`).", ""],
-            verdicts(preset, scale, []),
+            verdicts(preset, scale, [], root),
         )
     found, not_ok = results_tables.tables(folder, preset.results.get("baseline"))
-    checked = verdicts(preset, scale, found)
-    failed = [v for v in checked.values() if v.premise and v.verdict != claims.SUPPORTS]
-    for v in failed:
-        lines += [
-            f"**Premise failed:** {v.says}: {v.verdict} ({v.effect}). The comparisons below do not test what "
-            "the part is about until it holds.",
-            "",
-        ]
-    if not failed and any(v.premise for v in checked.values()):
-        lines += ["Premise checks: all hold (see the claims below).", ""]
-    lines += [f"Trained: {_size(preset, found, scale)}.", ""]
+    checked = verdicts(preset, scale, found, root)
+    lines += premise_lines(checked)
+    lines += [f"Trained: {_size(preset, found, scale)}.", ""] + _without_config(found)
     lines += ["Command (`make reproduce SCALE=" + scale + "` runs it):", "", "```", *_commands(folder), "```", ""]
+    lines += results_lr.lr_lines(preset, scale, found, out)
     for table in found:
         if len(found) > 1:
             lines += [f"##### {dataset_name(table.dataset)}", ""]
@@ -168,7 +172,7 @@ def section(preset: Preset, scale: str, root: Path, out: Path, lr_png: Path | No
             lines += ([f"{title}:", ""] if title else []) + results_tables.markdown(table, preset.metric, rows) + [""]
         pictures = results_plots.curves(table, out.with_suffix("") / scale / _slug(f"{preset.name}_{table.dataset}"))
         lines += [" ".join(f"![{p.stem}]({os.path.relpath(p, out.parent)})" for p in pictures), ""]
-        mine = [v for (_, d), v in checked.items() if table.dataset.split()[0] == d]
+        mine = [v for (_, d), v in checked.items() if table.dataset.split()[0] == d and not v.premise]
         if mine:
             lines += results_tables.verdict_lines(mine) + [""]
     lines += _grad_norms(preset, found, scale, out)

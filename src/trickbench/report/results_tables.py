@@ -87,7 +87,7 @@ def markdown(table: Table, metric: str, rows: list[Row] | None = None) -> list[s
         "config",
         "seeds",
         *COLUMNS.values(),
-        f"Δ {claims.METRIC_NAMES[metric]} vs baseline [95% CI]",
+        f"Δ {claims.METRIC_NAMES[metric]} vs baseline, points [95% CI]",
         "epochs",
         "wall s",
         *(["precision"] if show_precision else []),
@@ -127,6 +127,9 @@ def find_row(table: Table, overrides: str) -> Row | None:
 
 def verdict_lines(verdicts: list[claims.Verdict]) -> list[str]:
     """The claims checked on one table, as a table of their own."""
-    lines = ["| claim | verdict | effect |", "|---|---|---|"]
-    lines += [f"| {'premise: ' if v.premise else ''}{v.says} | **{v.verdict}** | {v.effect} |" for v in verdicts]
+    lines = ["| claim | verdict | effect | resolves |", "|---|---|---|---|"]
+    for v in verdicts:
+        resolves = "-" if v.half_width is None else f"±{100 * v.half_width:.2f}"
+        said = f"{'premise: ' if v.premise else ''}{v.says}"
+        lines.append(f"| {said} | **{v.verdict}** | {v.effect or '-'} | {resolves} |")
     return lines
