@@ -21,7 +21,7 @@ SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
 # skipped, a killed one continues from its last.ckpt), else the folder itself
 WHERE = if [ -d $$dir ]; then where=resume=$$dir; else where=hydra.$(1).dir=$$dir; fi
 
-.PHONY: install train test clean help reproduce records results-page pilot pilot-zero-gamma
+.PHONY: install train test clean help reproduce records results-page pilot pilot-zero-gamma pilot-part-b
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -81,6 +81,13 @@ results-page:  ## rebuild docs/results.md and docs/results/{cpu,gpu}/*.png from 
 pilot:  ## on a GPU machine: the pilot that picks Part D's length (its report.md in RESULTS/gpu/part_d_pilot)
 	@dir=$(RESULTS)/gpu/part_d_pilot; $(call WHERE,sweep); \
 	$(BIN)/python train.py -m experiment=results/part_d_pilot $(if $(DATA_CIFAR),data.source=$(DATA_CIFAR)) $$where
+
+pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths, 12 epochs, seed 0 (they pick Part B's CPU scale)
+	@failed=0; for p in part_b_pilot part_b_solutions_pilot; do \
+		dir=$(RESULTS)/cpu/$$p; $(call WHERE,sweep); \
+		$(BIN)/python train.py -m experiment=results/$$p scale=cpu seed=0 $(SOURCES) $(ARGS) $$where || failed=1; \
+	done; \
+	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; exit $$failed
 
 pilot-zero-gamma:  ## on CPU: zero-gamma alone vs the baseline at 15, 30, 60 epochs (the page's Method prints it)
 	@dir=$(RESULTS)/cpu/part_d_zero_gamma_pilot; $(call WHERE,sweep); \

@@ -99,19 +99,20 @@ def test_verdicts_premises_and_summary(site):
     # premises first, before what the runs trained; "does not learn" reads the test split's own accuracy
     assert part_b.index("Premises, checked first") < part_b.index("Trained:")
     assert (
-        "- 9 sigmoid convs stay at chance (10%): **holds** (CIFAR-10 (JPEG q75 copy): train 10.00, test 10.00 vs "
+        "- 9 sigmoid convs: the network does not learn (vanishing gradient): **holds** (CIFAR-10 (JPEG q75 copy): train 10.00, test 10.00 vs "
         "chance 10 (absolute check: both within 2 points))" in part_b
     )
     assert "- the same 9 convs with ReLU train: **holds** (CIFAR-10 (JPEG q75 copy): train 64.00" in part_b
     assert "| 9 sigmoid convs train worse than 3 blocks | **inconclusive** |" in text  # zero variance
-    assert "| ReLU trains the 9 convs better than sigmoid | **supports** |" in text
-    assert "| 12 ReLU convs train worse than 9 (Glorot init, no batch norm) | **not measured yet** |" in text
+    assert "| 9 convs with ReLU: training accuracy reaches 99% | **supports** |" in text
+    assert ("| B5 | [Part B: 12 ReLU convs, Glorot uniform, [0,1] data: the network does not learn](#part_b) | lecture "
+            "| lecture: not stated (at chance) | **not measured yet** |") in text
     # Part D's preset names no run twice as long: its premise cannot be judged, and the page says so
-    assert "- the baseline trains close to convergence for its length: **cannot be judged**" in text
-    assert "**Premise not checked:** the baseline trains close to convergence for its length." in text
+    assert "- the baseline has converged for its length (twice as long gains under 1.5 points of test accuracy): **cannot be judged**" in text
+    assert "**Premise not checked:** the baseline has converged for its length (twice as long gains under 1.5 points of test accuracy)." in text
     summary = text[text.index("## Summary") : text.index("## Method")]
-    relu = "| - | [Part B: ReLU trains the 9 convs better than sigmoid](#part_b) | lecture | - | **supports** |"
-    vgg = "| - | [Part A: VGG16 beats LeNet-5](#part_a) | lecture | - | **not run at this scale** | vgg16: 15 M"
+    relu = "| B4 | [Part B: 9 convs with ReLU: training accuracy reaches 99%](#part_b) | lecture | lecture: train ~99% | **supports** |"
+    vgg = "| - | [Part A: VGG16 beats LeNet-5](#part_a) | project | - | **not run at this scale** | vgg16: 15 M"
     assert relu in summary and vgg in summary
     assert summary.count("| **not measured yet** | - | - |") > 20  # the GPU columns, and what did not run
     assert text.count("GPU: not measured yet") == 5 and text.count("CPU: not measured yet") == 3
@@ -192,7 +193,6 @@ UNJUDGED_KINDS = ("none", "setup", "general")  # the digest's rows with no claim
 
 
 @pytest.mark.skipif(not DIGEST.exists(), reason="../shared/sources/lecture-claims.md is not on this machine")
-@pytest.mark.xfail(strict=True, reason="the presets do not carry the digest's ids yet (issue 30 item 1)")
 def test_every_claim_of_the_digest_is_on_the_page():
     table = DIGEST.read_text().split("## 7. Claims table", 1)[1]
     ids = []

@@ -15,7 +15,7 @@ from trickbench.train import run
 
 T_975_2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom
 PRESETS = sorted(p.stem for p in (CONF / "experiment" / "results").glob("*.yaml"))
-PILOTS = ("part_d_teacher", "part_d_pilot", "part_d_zero_gamma_pilot")  # one run; GPU-only; CPU-only
+PILOTS = ("part_d_teacher", "part_d_pilot", "part_d_zero_gamma_pilot", "part_b_pilot", "part_b_solutions_pilot")
 SWEEPS = [p for p in PRESETS if p not in PILOTS]
 # one job per preset: the configuration that exercises the most of it (at CPU scale unless it is GPU-only)
 ONE_STEP = {
@@ -27,6 +27,8 @@ ONE_STEP = {
     "part_d_pilot": ["variant=part_d/baseline", "results.length=p30"],
     "part_d_zero_gamma_pilot": ["variant=part_d/alone_zero_gamma", "results.length=p15"],
     "part_d_teacher": [],
+    "part_b_pilot": ["variant=part_b/relu_12conv"],
+    "part_b_solutions_pilot": ["trick=he_init"],
 }
 
 
@@ -79,7 +81,7 @@ def test_scales_differ_as_the_page_says():
     assert "part_d/distill" not in _sweep_values("part_d", "cpu")["variant"]
     c = compose_cfg(["experiment=results/part_b", "scale=cpu", "variant=part_b/relu_12conv", "data=cifar10"])
     g = compose_cfg(["experiment=results/part_b", "scale=gpu", "variant=part_b/relu_12conv"])
-    assert list(g.model.channels) == [64, 128, 256, 512] and list(c.model.channels) == [16, 32, 64, 128]
+    assert list(g.model.channels) == list(c.model.channels) == [64, 128, 256, 512]  # the lecture's, at both scales
     assert (c.data.subset, c.data.val_size, g.data.subset) == (8000, 800, None)  # 7200 / 800 / 8000
     a = compose_cfg(["experiment=results/part_a", "scale=cpu", "data=cifar10"])
     assert (a.data.subset, a.data.val_size, a.data.batch_size, a.trainer.max_epochs) == (20000, 2000, 128, 20)
