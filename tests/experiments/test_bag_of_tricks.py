@@ -73,7 +73,7 @@ BAG = (
 
 
 def test_every_bag_of_tricks_switch_at_once_trains(tmp_path, cifar_tarball):
-    """All switches of the README's table in one run (distillation: the preset test above; linear_decay and
+    """All switches of docs/config.md's trick table in one run (distillation: the preset test above; linear_decay and
     cosine both choose the scheduler, so they are the one pair that cannot combine; swa and lookahead, weight
     averages that both set the weights at epoch ends, and swa adds an epoch: tests/run/test_resume_with_tricks.py
     runs swa with sam, stochastic_depth and grad_clip)."""

@@ -53,8 +53,8 @@ DATASETS = {
 }
 
 OFFLINE_HINT = {
-    "fashion_mnist": "data.source=../shared/datasets/fashion-mnist (or apt-get install dataset-fashion-mnist)",
-    "cifar10": "data.source=../shared/datasets/cifar10-jpeg.tar.gz",
+    "fashion_mnist": "data.source=<a folder of the four IDX .gz files> (or apt-get install dataset-fashion-mnist)",
+    "cifar10": "data.source=<a folder or .tar.gz with train/<class>/*, test/<class>/*>",
 }
 
 
