@@ -21,7 +21,7 @@ SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
 # skipped, a killed one continues from its last.ckpt), else the folder itself
 WHERE = if [ -d $$dir ]; then where=resume=$$dir; else where=hydra.$(1).dir=$$dir; fi
 
-.PHONY: install train test clean help reproduce records results-page pilot pilot-zero-gamma pilot-part-b
+.PHONY: install train test clean help reproduce records results-page pilot pilot-zero-gamma pilot-part-b pilot-converged
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -88,6 +88,11 @@ pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths, 1
 		$(BIN)/python train.py -m experiment=results/$$p scale=cpu seed=0 $(SOURCES) $(ARGS) $$where || failed=1; \
 	done; \
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; exit $$failed
+
+pilot-converged:  ## on CPU: Part D's baseline twice as long, seeds 0-2 (Part D's premise "converged for its length")
+	@dir=$(RESULTS)/cpu/part_d_converged_pilot; $(call WHERE,sweep); \
+	$(BIN)/python train.py -m experiment=results/part_d_converged_pilot scale=cpu $(SOURCES) $(ARGS) $$where && \
+	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)
 
 pilot-zero-gamma:  ## on CPU: zero-gamma alone vs the baseline at 15, 30, 60 epochs (the page's Method prints it)
 	@dir=$(RESULTS)/cpu/part_d_zero_gamma_pilot; $(call WHERE,sweep); \
