@@ -16,7 +16,7 @@ from trickbench.callbacks.timing import CompileClock, EpochTimer
 from trickbench.checkpoints import LAST_CKPT
 from trickbench.errors import ConfigError, first_line
 from trickbench.models import count_params
-from trickbench.sweep.context import JobContext, is_rank_zero, run_overrides
+from trickbench.sweep.context import JobContext, Launch, run_overrides
 from trickbench.sweep.folders import FolderInUse
 
 
@@ -168,16 +168,17 @@ def log_hparams(trainer, cfg: DictConfig, results: dict) -> None:
         lg.finalize("success")
 
 
-def record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
-    """The results.json of a run that failed or diverged: its status, the one-line error and what it trained."""
-    if not is_rank_zero():  # DDP: every rank fails alike; one writes
+def record_failure(cfg: DictConfig, error: Exception, status: str, started: Launch) -> None:
+    """The results.json of a run that failed or diverged: its status, the one-line error and what it trained.
+    started: how the job was launched (sweep.launch())."""
+    if not started.rank_zero:  # DDP: every rank fails alike; one writes
         return
     if isinstance(error, ConfigError) and error.key == "resume":  # nothing ran in the folder it names
         return
     if isinstance(error, FolderInUse):  # the folder is another live process's
         return
     try:
-        out, job_overrides = Path(cfg.paths.output_dir), run_overrides(cfg)
+        out, job_overrides = Path(cfg.paths.output_dir), run_overrides(cfg, started.multirun)
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
     if not out.is_dir():  # removed while the run ran: not recreated for a record

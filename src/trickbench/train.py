@@ -23,7 +23,7 @@ from trickbench.models import build_model
 from trickbench.module import build_module
 from trickbench.results import log_hparams, record_failure, run_results, write_json
 from trickbench.sweep import search
-from trickbench.sweep.context import finished, launcher_target
+from trickbench.sweep.context import finished
 from trickbench.sweep.folders import FolderLock
 from trickbench.sweep.placement import check_sweep_placement
 from trickbench.tricks import StepTrick
@@ -63,17 +63,18 @@ def _plugins() -> list:
     return [AtomicCheckpointIO(), *slurm]
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train and test one configuration; returns what it writes to <output_dir>/results.json."""
-    started = time.time()
+def run(cfg: DictConfig, started: sweep.Launch | None = None) -> dict:
+    """Train and test one configuration; returns what it writes to <output_dir>/results.json. started: how the job
+    was launched (sweep.launch()), when main_task asked already."""
+    began = time.time()
     validate(cfg)
-    job = sweep.resolve(cfg)
+    job = sweep.resolve(cfg, started)
     if job.multirun:  # a job's own overrides may ask for DDP too
-        check_sweep_placement(cfg, job.launcher)
+        check_sweep_placement(cfg, job.kind)
     else:
         search.check_single_run(cfg)  # hparams_search=... without -m
     out_dir = Path(cfg.paths.output_dir)
-    done = finished(out_dir, list(job.overrides))
+    done = finished(out_dir, list(job.overrides), job.multirun)
     if done is not None:
         log.info("skipped: %s already says status ok", out_dir / "results.json")
         return done
@@ -123,7 +124,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("test_last") and last_ckpt.exists():  # the last epoch's weights too: no choice made on a val split
         test_last = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
 
-    results = run_results(cfg, trainer, module, dm, last, test, started, fit_seconds, job, settings)
+    results = run_results(cfg, trainer, module, dm, last, test, began, fit_seconds, job, settings)
     if test_last:
         results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
@@ -153,51 +154,52 @@ def main_task(cfg: DictConfig) -> float:
     In a sweep (-m) every failure is recorded in the job's results.json, returns search.BAD_SCORE and the sweep
     goes on; the sweep report callback then exits non-zero naming the failed jobs (a search: only if none is ok)."""
     errors.thread_os_errors_in_one_line()
-    resume = bool(cfg.get("resume")) and not sweep.is_multirun()
+    started = sweep.launch()  # once: the job's context, failures and stops all read it
+    resume = bool(cfg.get("resume")) and not started.multirun
     folder, lock = Path(cfg.resume if resume else cfg.paths.output_dir), None
     try:
-        if sweep.is_rank_zero():  # DDP's other ranks are this run's own processes
+        if started.rank_zero:  # DDP's other ranks are this run's own processes
             lock = FolderLock(folder, "resume" if resume else "hydra.run.dir")
         if resume:
             cfg = resumed_config(cfg)
-        return search.score(run(cfg))
+        return search.score(run(cfg, started))
     except OSError as e:  # a full disk, a read-only or removed folder: the user's to fix, said in one line
-        return _failed(cfg, FileFault(e, folder) if FileFault.applies(e, folder) else e)
+        return _failed(cfg, FileFault(e, folder) if FileFault.applies(e, folder) else e, started)
     except SIGTERMException:  # SIGTERM, or Ctrl-C while training (callbacks.CheckpointOnSigterm)
-        _stopped(CheckpointOnSigterm.stopped_by or "SIGTERM", cfg.paths.output_dir)
+        _stopped(CheckpointOnSigterm.stopped_by or "SIGTERM", cfg.paths.output_dir, started)
     except (KeyboardInterrupt, SystemExit) as e:
         # Ctrl-C outside training: Lightning's handler (test, validate) ends in sys.exit(1)
         if isinstance(e, SystemExit) and not isinstance(e.__context__, KeyboardInterrupt):
             raise
-        _stopped("Ctrl-C", folder)
+        _stopped("Ctrl-C", folder, started)
     except Exception as e:
-        return _failed(cfg, e)
+        return _failed(cfg, e, started)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _stopped(by: str, folder) -> None:
+def _stopped(by: str, folder, started: sweep.Launch) -> None:
     code = 143 if by == "SIGTERM" else 130  # 128 + the signal, as if it had killed the process
-    if sweep.is_multirun():
+    if started.multirun:
         print(f"job {Path(folder).name} stopped by {by}", file=sys.stderr)  # the sweep's parent says how to go on
-        if "joblib" in launcher_target():  # a worker process: loky would keep it waiting for a dead parent
+        if started.kind.pool_workers:  # a pool's worker process: loky would keep it waiting for a dead parent
             sys.stderr.flush()
             os._exit(code)
-    elif sweep.is_rank_zero():  # on stderr, like the one-line errors
+    elif started.rank_zero:  # on stderr, like the one-line errors
         print(f"stopped by {by}; checkpoints/last.ckpt holds the progress: resume={folder}", file=sys.stderr)
     sys.exit(code)
 
 
-def _failed(cfg: DictConfig, e: Exception) -> float:
+def _failed(cfg: DictConfig, e: Exception, started: sweep.Launch) -> float:
     """Records the failure; in a sweep the sweep goes on (BAD_SCORE), else the one line and exit 2 (3: diverged)."""
     status = "diverged" if isinstance(e, Diverged) else "failed"
-    record_failure(cfg, e, status)
-    if sweep.is_multirun():
+    record_failure(cfg, e, status, started)
+    if started.multirun:
         log.error("job %s", with_status(status, e), exc_info=not isinstance(e, TrickbenchError))
         return search.BAD_SCORE
     if isinstance(e, TrickbenchError):
-        if sweep.is_rank_zero():  # DDP: every rank fails alike; one says so
+        if started.rank_zero:  # DDP: every rank fails alike; one says so
             print(f"error: {e}", file=sys.stderr)
         sys.exit(3 if status == "diverged" else 2)
     raise e
