@@ -103,17 +103,19 @@ def run_results(
     dm,
     last: dict,
     test: dict,
+    test_last: dict,
     started: float,
     fit_seconds: float,
     job: JobContext,
     settings: dict,
 ) -> Results:
-    """What a finished run writes to results.json (the Results contract above)."""
+    """What a finished run writes to results.json (the Results contract above), all of it: last, test and test_last
+    are the metrics after fit, of the best checkpoint's test and of last.ckpt's (empty when not tested)."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
     timing = {"fit_s": round(fit_seconds, 3), **_timing(trainer)}
     per_rank = timing.get("train_images_per_s")
-    return {
+    results: Results = {
         "status": "ok",
         "error": None,
         "overrides": list(job.overrides),
@@ -145,6 +147,9 @@ def run_results(
         "git": git_info(),
         "versions": versions(),
     }
+    if test_last:
+        results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
+    return results
 
 
 def _timing(trainer) -> dict:

@@ -16,11 +16,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trickbench import errors, speed, sweep, tuning
 from trickbench.callbacks import AtomicCheckpointIO, CheckpointOnSigterm, CompileClock
-from trickbench.checkpoints import LAST_CKPT, remove_partial_saves, resumed_config, resumed_precision
+from trickbench.checkpoints import (
+    LAST_CKPT,
+    LastCheckpoint,
+    continued_precision,
+    last_checkpoint,
+    remove_partial_saves,
+    resumed_config,
+)
 from trickbench.config.validate import validate
 from trickbench.errors import ConfigError, Diverged, FileFault, TrickbenchError, with_status
 from trickbench.models import build_model
-from trickbench.module import build_module
+from trickbench.module import TrickModule, build_module
 from trickbench.results import log_hparams, record_failure, run_results, write_json
 from trickbench.sweep import search
 from trickbench.sweep.context import finished
@@ -63,9 +70,10 @@ def _plugins() -> list:
     return [AtomicCheckpointIO(), *slurm]
 
 
-def run(cfg: DictConfig, started: sweep.Launch | None = None) -> dict:
-    """Train and test one configuration; returns what it writes to <output_dir>/results.json. started: how the job
-    was launched (sweep.launch()), when main_task asked already."""
+def run(cfg: DictConfig, started: sweep.Launch | None = None, last: LastCheckpoint | None = None) -> dict:
+    """Train and test one configuration; returns what it writes to <output_dir>/results.json. The run is resolved
+    here, once, and passed down: the job (started: sweep.launch(), when main_task asked already), the checkpoint it
+    continues from (last: when main_task read it for resume=; else the folder's, read here) and the speed settings."""
     began = time.time()
     validate(cfg)
     job = sweep.resolve(cfg, started)
@@ -80,53 +88,46 @@ def run(cfg: DictConfig, started: sweep.Launch | None = None) -> dict:
         return done
     for stale in remove_partial_saves(out_dir / LAST_CKPT.parent):
         log.info("removed %s, a checkpoint save the run's kill interrupted", stale)
-    speed.reset_backend_flags(job.threads)
-    settings = speed.resolve(cfg)
-    last_ckpt = out_dir / LAST_CKPT
-    settings["precision"] = resumed_precision(last_ckpt, cfg.trainer.get("precision"), settings["precision"])
+    last = last or last_checkpoint(out_dir)
+    settings = speed.resolve(cfg, continued_precision(last, cfg.trainer.get("precision")))
     with open_dict(cfg):  # the checkpoints' config records what ran, for resume= and eval.py on another machine
         cfg.trainer.precision = settings["precision"]
+    return _train(cfg, job, settings, last, began)
+
+
+def _train(cfg: DictConfig, job: sweep.JobContext, settings: dict, last: LastCheckpoint | None, began: float) -> dict:
+    out_dir = Path(cfg.paths.output_dir)
+    speed.reset_backend_flags(job.threads)
     speed.apply_backend_flags(settings)
     step_tricks = build_step_tricks(cfg)  # a trick's missing value (distill's teacher) fails before any data is read
     dm = instantiate(cfg.data, augment=cfg.augment, seed=cfg.seed)
     dm.prepare_data()  # bad data fails here, before the model, the Trainer and their start-up lines
     dm.check_ranks(job.processes)
-    L.seed_everything(cfg.seed, workers=True)
-    net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
-    _init_from_data(net, dm)
-    net = speed.prepare_model(net, settings)
-    module = build_module(cfg, net, dm.num_classes, step_tricks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = _callbacks(cfg) + step_tricks + ([CompileClock()] if settings["compile"] else [])
-    trainer = instantiate(
-        cfg.trainer,
-        precision=settings["precision"],
-        benchmark=settings["benchmark"],
-        sync_batchnorm=settings["sync_batchnorm"],
-        callbacks=callbacks,
-        logger=loggers or False,
-        plugins=_plugins(),
-    )
-
-    if last_ckpt.exists():  # a killed or requeued run, or an unfinished job of a resumed sweep
-        log.info("resuming from %s", last_ckpt)
-    elif (lr_found := tuning.maybe_lr_find(cfg, trainer, module, dm)) is not None:  # tune=lr_find, tune.apply=false
-        return lr_found
+    module, trainer = _build(cfg, dm, settings, step_tricks, loggers)
+    if last is not None:  # a killed or requeued run, or an unfinished job of a resumed sweep
+        log.info("resuming from %s", last.path)
+    else:
+        found = tuning.maybe_lr_find(cfg, trainer, module, dm)  # tune=lr_find
+        if found.stop is not None:
+            return found.stop
+        if found.lr is not None:  # tune.apply=true: the run optimizer.lr=<found> would have been, from its start
+            cfg.optimizer.lr = found.lr
+            module, trainer = _build(cfg, dm, settings, build_step_tricks(cfg), loggers)
     fit_start = time.time()
-    trainer.fit(module, dm, ckpt_path=last_ckpt if last_ckpt.exists() else None)
+    trainer.fit(module, dm, ckpt_path=last.path if last else None)
     fit_seconds = time.time() - fit_start
-    last = {k: float(v) for k, v in trainer.callback_metrics.items()}  # before test() replaces them
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # before test() replaces them
     test = {}
     if cfg.get("test_after_fit", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
     test_last = {}
+    last_ckpt = out_dir / LAST_CKPT
     if cfg.get("test_last") and last_ckpt.exists():  # the last epoch's weights too: no choice made on a val split
         test_last = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
 
-    results = run_results(cfg, trainer, module, dm, last, test, began, fit_seconds, job, settings)
-    if test_last:
-        results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
+    results = run_results(cfg, trainer, module, dm, metrics, test, test_last, began, fit_seconds, job, settings)
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)
@@ -139,6 +140,27 @@ def run(cfg: DictConfig, started: sweep.Launch | None = None) -> dict:
         Path(cfg.paths.log_dir) / cfg.task_name,
     )
     return results
+
+
+def _build(cfg: DictConfig, dm, settings: dict, step_tricks: list, loggers: list) -> tuple[TrickModule, L.Trainer]:
+    """The module and the Trainer with its callbacks, from the seed on: built again from the same seed (same
+    initial weights) when lr_find changed optimizer.lr."""
+    L.seed_everything(cfg.seed, workers=True)
+    net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
+    _init_from_data(net, dm)
+    net = speed.prepare_model(net, settings)
+    module = build_module(cfg, net, dm.num_classes, step_tricks)
+    callbacks = _callbacks(cfg) + step_tricks + ([CompileClock()] if settings["compile"] else [])
+    trainer = instantiate(
+        cfg.trainer,
+        precision=settings["precision"],
+        benchmark=settings["benchmark"],
+        sync_batchnorm=settings["sync_batchnorm"],
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=_plugins(),
+    )
+    return module, trainer
 
 
 def _init_from_data(net, dm) -> None:
@@ -160,9 +182,10 @@ def main_task(cfg: DictConfig) -> float:
     try:
         if started.rank_zero:  # DDP's other ranks are this run's own processes
             lock = FolderLock(folder, "resume" if resume else "hydra.run.dir")
+        last = None
         if resume:
-            cfg = resumed_config(cfg)
-        return search.score(run(cfg, started))
+            cfg, last = resumed_config(cfg)
+        return search.score(run(cfg, started, last))
     except OSError as e:  # a full disk, a read-only or removed folder: the user's to fix, said in one line
         return _failed(cfg, FileFault(e, folder) if FileFault.applies(e, folder) else e, started)
     except SIGTERMException:  # SIGTERM, or Ctrl-C while training (callbacks.CheckpointOnSigterm)
