@@ -1,10 +1,12 @@
 """A run folder's checkpoints: where resume= finds them (LAST_CKPT), the checks before a run starts in a folder,
-reading a checkpoint written by train.py (eval.py, resume=, a distillation teacher) and what a killed save left
+reading a checkpoint written by train.py (eval.py, resume=, a distillation teacher; a continued run's last.ckpt once:
+last_checkpoint) and what a killed save left
 (callbacks/checkpoint_io.py writes them whole). Importable without torch:
 the command line's checks run before torch loads."""
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -42,30 +44,46 @@ def load_checkpoint(path: Path, key: str = "ckpt_path") -> dict:
     return checkpoint
 
 
-def resumed_precision(last_ckpt: Path, asked, resolved: str) -> str:
-    """The precision a run continued from last_ckpt uses: the one it was trained with (its stored config records
-    the resolved one), so trainer.precision=null cannot switch it on another machine; an explicit other value
-    (asked) is refused. Checkpoints from before the precision was recorded keep `resolved`."""
-    if not last_ckpt.is_file():
-        return resolved
-    started = resume_checkpoint(last_ckpt)["hyper_parameters"]["config"]["trainer"].get("precision")
-    if started is None or str(started) == resolved:
-        return resolved
+@dataclass(frozen=True)
+class LastCheckpoint:
+    """A run folder's last.ckpt, read once: the file fit continues from and the run config stored in it."""
+
+    path: Path
+    config: dict
+
+
+def last_checkpoint(run_dir: Path) -> LastCheckpoint | None:
+    """The folder's last.ckpt to continue from, loaded and checked once (the only time this project reads it; fit's
+    ckpt_path= is Lightning's load); None when the folder has none."""
+    path = Path(run_dir) / LAST_CKPT
+    if not path.is_file():
+        return None
+    return LastCheckpoint(path, resume_checkpoint(path)["hyper_parameters"]["config"])
+
+
+def continued_precision(last: LastCheckpoint | None, asked):
+    """The trainer.precision a run asks for: `asked`, or, continuing from `last`, the precision it was trained with
+    (its stored config records the resolved one), so trainer.precision=null cannot switch it on another machine; an
+    explicit other value is refused. Checkpoints from before the precision was recorded keep `asked`."""
+    started = None if last is None else last.config["trainer"].get("precision")
+    if started is None or str(started) == str(asked):
+        return asked
     if asked is not None:
         raise ConfigError(
-            "trainer.precision", asked, f"{started}, the precision {last_ckpt} was trained with (or a new run folder)"
+            "trainer.precision", asked, f"{started}, the precision {last.path} was trained with (or a new run folder)"
         )
-    log.info("precision %s: the precision %s was trained with", started, last_ckpt)
+    log.info("precision %s: the precision %s was trained with", started, last.path)
     return str(started)
 
 
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """resume=<run dir>: the config stored in its last.ckpt, continued in that folder; a run killed before its
-    first checkpoint starts over there from the config Hydra saved when it started."""
+def resumed_config(cfg: DictConfig) -> tuple[DictConfig, LastCheckpoint | None]:
+    """resume=<run dir>: the config stored in its last.ckpt (returned with it, read once), continued in that folder;
+    a run killed before its first checkpoint starts over there from the config Hydra saved when it started."""
     run_dir = Path(cfg.resume)
     check_resume(run_dir)
-    if (run_dir / LAST_CKPT).is_file():
-        resumed = OmegaConf.create(resume_checkpoint(run_dir / LAST_CKPT)["hyper_parameters"]["config"])
+    last = last_checkpoint(run_dir)
+    if last is not None:
+        resumed = OmegaConf.create(last.config)
     else:
         log.warning("%s has no checkpoint yet (stopped before its first): starting the run over there", run_dir)
         resumed = started_over(run_dir)
@@ -73,7 +91,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             stale.unlink()
     resumed.paths.output_dir = str(run_dir)
     resumed.resume = str(run_dir)
-    return resumed
+    return resumed, last
 
 
 def check_resume(run_dir) -> None:

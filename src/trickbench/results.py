@@ -16,7 +16,7 @@ from trickbench.callbacks.timing import CompileClock, EpochTimer
 from trickbench.checkpoints import LAST_CKPT
 from trickbench.errors import ConfigError, first_line
 from trickbench.models import count_params
-from trickbench.sweep.context import JobContext, is_rank_zero, run_overrides
+from trickbench.sweep.context import JobContext, Launch, run_overrides
 from trickbench.sweep.folders import FolderInUse
 
 
@@ -103,17 +103,19 @@ def run_results(
     dm,
     last: dict,
     test: dict,
+    test_last: dict,
     started: float,
     fit_seconds: float,
     job: JobContext,
     settings: dict,
 ) -> Results:
-    """What a finished run writes to results.json (the Results contract above)."""
+    """What a finished run writes to results.json (the Results contract above), all of it: last, test and test_last
+    are the metrics after fit, of the best checkpoint's test and of last.ckpt's (empty when not tested)."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
     timing = {"fit_s": round(fit_seconds, 3), **_timing(trainer)}
     per_rank = timing.get("train_images_per_s")
-    return {
+    results: Results = {
         "status": "ok",
         "error": None,
         "overrides": list(job.overrides),
@@ -145,6 +147,9 @@ def run_results(
         "git": git_info(),
         "versions": versions(),
     }
+    if test_last:
+        results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
+    return results
 
 
 def _timing(trainer) -> dict:
@@ -168,16 +173,17 @@ def log_hparams(trainer, cfg: DictConfig, results: dict) -> None:
         lg.finalize("success")
 
 
-def record_failure(cfg: DictConfig, error: Exception, status: str) -> None:
-    """The results.json of a run that failed or diverged: its status, the one-line error and what it trained."""
-    if not is_rank_zero():  # DDP: every rank fails alike; one writes
+def record_failure(cfg: DictConfig, error: Exception, status: str, started: Launch) -> None:
+    """The results.json of a run that failed or diverged: its status, the one-line error and what it trained.
+    started: how the job was launched (sweep.launch())."""
+    if not started.rank_zero:  # DDP: every rank fails alike; one writes
         return
     if isinstance(error, ConfigError) and error.key == "resume":  # nothing ran in the folder it names
         return
     if isinstance(error, FolderInUse):  # the folder is another live process's
         return
     try:
-        out, job_overrides = Path(cfg.paths.output_dir), run_overrides(cfg)
+        out, job_overrides = Path(cfg.paths.output_dir), run_overrides(cfg, started.multirun)
     except Exception:  # noqa: BLE001  (no output dir to write to)
         return
     if not out.is_dir():  # removed while the run ran: not recreated for a record

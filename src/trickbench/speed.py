@@ -51,17 +51,18 @@ def _refuse(key: str, value, why: str, instead):
     return instead
 
 
-def resolve(cfg: DictConfig) -> dict:
+def resolve(cfg: DictConfig, precision=None) -> dict:
     """The speed settings this run uses: trainer.precision, trainer.benchmark, matmul_precision, compile,
     model.channels_last and trainer.sync_batchnorm, with null meaning the device's best (bf16-mixed, autotuning,
     TF32 and synced BatchNorm statistics on a GPU; bf16-mixed where the CPU has native bfloat16, else 32-true, and
-    per-rank statistics on a CPU)."""
+    per-rank statistics on a CPU). precision: the one asked for in place of trainer.precision (a continued run's,
+    checkpoints.continued_precision)."""
     gpu = on_gpu(cfg.trainer)
     native_cpu_bf16 = None if gpu else cpu_native_bf16()
     bf16 = torch.cuda.is_bf16_supported() if gpu else native_cpu_bf16
     deterministic = cfg.trainer.get("deterministic") in (True, "warn")
 
-    precision = cfg.trainer.get("precision")
+    precision = cfg.trainer.get("precision") if precision is None else precision
     if precision is None:
         precision = "bf16-mixed" if bf16 else "32-true"
         device, has = ("GPU" if gpu else "CPU"), ("has" if bf16 else "lacks")

@@ -1,9 +1,11 @@
 """conf/tune: tune=lr_find runs Lightning's learning-rate finder (Tuner.lr_find) before fit, saves its plot and
 suggestion in the run folder, and either prints the `optimizer.lr=` override (the run stops there) or, with
-tune.apply=true, trains with it."""
+tune.apply=true, returns the lr to train with: train.run sets optimizer.lr and builds the module and callbacks again
+from that config, with the same seed, so the run is the one `optimizer.lr=<suggestion>` would have started."""
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -29,13 +31,18 @@ RULES = [
 log = logging.getLogger(__name__)
 
 
-def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, dm) -> dict | None:
-    """Nothing (None) unless cfg.tune is lr_find. Else the finder's result, written to lr_find.json and lr_find.png in
-    the run folder: returned when the run should stop there (tune.apply=false); with tune.apply=true the module's
-    optimizer.lr is set to the suggestion and None returned, so fit trains with it."""
+@dataclass(frozen=True)
+class LrFound:
+    lr: float | None = None  # tune.apply=true with a suggestion: the optimizer.lr to train with (3 digits)
+    stop: dict | None = None  # tune.apply=false: what the run returns, stopping here
+
+
+def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, dm) -> LrFound:
+    """Nothing to do (LrFound()) unless cfg.tune is lr_find. Else the finder's result, written to lr_find.json and
+    lr_find.png in the run folder: the run's stop (tune.apply=false) or the lr to train with (tune.apply=true)."""
     tune = cfg.get("tune")
     if not tune or tune.get("name") != "lr_find":
-        return None
+        return LrFound()
     out_dir = Path(cfg.paths.output_dir)
     # the finder steps num_training batches in one fit: with short epochs, max_epochs would end it first (every epoch
     # has a batch, so num_training epochs are enough; -1, no limit, would leave the scheduler a run of infinite steps)
@@ -49,7 +56,7 @@ def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule
             max_lr=tune.max_lr,
             num_training=tune.num_training,
             mode=tune.mode,
-            update_attr=False,  # the lr lives in the config, set below when tune.apply=true
+            update_attr=False,  # the lr lives in the config: train.run builds the module again from it
         )
     finally:
         trainer.fit_loop.max_epochs = max_epochs
@@ -81,15 +88,13 @@ def maybe_lr_find(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule
             out_dir / "lr_find.png",
             f"; training with optimizer.lr={cfg.optimizer.lr:g} as configured" if tune.apply else "",
         )
-        return None if tune.apply else stop
+        return LrFound() if tune.apply else LrFound(stop=stop)
     if not tune.apply:
         log.info(
             "lr_find: suggested %s: rerun with that override, or add tune.apply=true (plot: %s)",
             result["override"],
             out_dir / "lr_find.png",
         )
-        return stop
+        return LrFound(stop=stop)
     log.info("lr_find: training with %s (plot: %s)", result["override"], out_dir / "lr_find.png")
-    for config in (cfg, module.hparams["config"]):  # the run's (the optimizer factory's node), the checkpoints'
-        config["optimizer"]["lr"] = float(f"{lr:.3g}")
-    return None
+    return LrFound(lr=float(f"{lr:.3g}"))

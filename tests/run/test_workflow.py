@@ -11,13 +11,15 @@ import pytest
 import torch
 from conftest import ROOT, compose_cfg, tiny_run_overrides
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from trickbench import train
-from trickbench.callbacks import FirstLossCheck
+from trickbench.callbacks import DivergenceGuard, FirstLossCheck
 from trickbench.config.validate import validate
 from trickbench.errors import ConfigError
 from trickbench.models import build_model
+from trickbench.module import build_module
 from trickbench.train import run
 
 FMNIST = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
@@ -77,10 +79,11 @@ def test_first_loss_check_names_the_init_scale_when_logits_start_too_large(
 
 def test_first_loss_check_names_a_label_bug_when_the_loss_starts_too_low(caplog):
     cfg = compose_cfg(["callbacks.first_loss.factor=1.5"])
-    check = FirstLossCheck(cfg.callbacks.first_loss.factor)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    module = SimpleNamespace(step_tricks=[], hparams={"config": config, "num_classes": 10})
-    trainer = SimpleNamespace(current_epoch=0, global_step=1, is_global_zero=True)
+    check = instantiate(cfg.callbacks.first_loss)
+    module = SimpleNamespace(step_tricks=[])  # no hparams: the check's hints are its own arguments
+    trainer = SimpleNamespace(
+        current_epoch=0, global_step=1, is_global_zero=True, datamodule=SimpleNamespace(num_classes=10)
+    )
     with caplog.at_level(logging.WARNING):
         check.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, None, 0)  # 0.43 x ln(10)
         check.on_train_batch_end(trainer, module, {"loss": torch.tensor(9.0)}, None, 0)  # read once only
@@ -156,20 +159,42 @@ def test_lr_find_writes_its_plot_and_a_finite_suggestion_then_stops(tmp_path, fm
     assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_lr_find_apply_trains_with_the_suggestion(tmp_path, fmnist_mirror):
+def test_lr_find_apply_trains_with_the_suggestion_from_a_rebuilt_module(tmp_path, fmnist_mirror, monkeypatch):
     overrides = [
         *tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"),
+        "model.dropout=0.3",  # a random draw in every step: the finder's steps must not shift the run's draws
         "tune=lr_find",
         "tune.num_training=20",
         "tune.apply=true",
         "test_after_fit=false",
     ]
+    built, made = [], []  # each module as built (its initial weights, its config's lr); each build's callbacks
+
+    def recording_build(cfg, net, *args, **kwargs):
+        module = build_module(cfg, net, *args, **kwargs)
+        built.append(({k: v.clone() for k, v in module.state_dict().items()}, module.hparams["config"]))
+        return module
+
+    def recording_callbacks(cfg):
+        made.append(original_callbacks(cfg))
+        return made[-1]
+
+    original_callbacks = train._callbacks
+    monkeypatch.setattr(train, "build_module", recording_build)
+    monkeypatch.setattr(train, "_callbacks", recording_callbacks)
     results = run(compose_cfg(overrides, tmp_path / "run"))
     found = json.loads((tmp_path / "run" / "lr_find.json").read_text())
     assert found["applied"] and results["lr"] == float(f"{found['suggestion']:.3g}")
+    (first, first_config), (rebuilt, rebuilt_config) = built  # the finder's module, then the one fit trained
+    assert first.keys() == rebuilt.keys() and all(torch.equal(first[k], rebuilt[k]) for k in first)  # seed, init
+    assert (first_config["optimizer"]["lr"], rebuilt_config["optimizer"]["lr"]) == (1e-3, results["lr"])
+    guard = next(c for c in made[-1] if isinstance(c, DivergenceGuard))
+    assert guard.lr == results["lr"]  # a callback interpolating optimizer.lr is built again with it
     ckpt = torch.load(results["checkpoints"]["last"], map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["optimizer"]["lr"] == results["lr"]  # what resume= and eval.py see
     assert results["epochs"] == 1 and results["status"] == "ok"
+    fresh = compose_cfg([*overrides[:-4], f"optimizer.lr={results['lr']}", "test_after_fit=false"], tmp_path / "b")
+    assert run(fresh)["train"] == results["train"]  # the run optimizer.lr=<suggestion> is, step for step
 
 
 def test_tune_values_are_checked():

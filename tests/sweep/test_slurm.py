@@ -99,7 +99,8 @@ def test_sigterm_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(slow_r
         "+callbacks.term.signal=SIGTERM",
         f"+callbacks.term.marker={tmp}/t",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    # this checkout's src/ first, as train_cli has it: the venv's editable install may point at another checkout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")])}
     cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp / 'whole'}"]
     # meanwhile the uninterrupted run, in parallel
     reference = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

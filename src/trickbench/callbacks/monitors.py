@@ -13,15 +13,28 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import OmegaConf
 
 from trickbench.errors import Diverged
-from trickbench.rules import Rule, number, positive, text
+from trickbench.rules import Relation, Rule, number, positive, text
 
 RULES = [
     Rule("callbacks.first_loss.factor", number(1, open_low=True), "a number > 1 (how far from ln(classes))"),
     Rule("callbacks.gradient_norms.ratio", positive, "a number > 0 (a layer's gradient / weight norm to warn below)"),
     *[Rule(f"callbacks.{k}.dirpath", text, "a folder") for k in ("checkpoint_on_sigterm", "requeue_at_time_limit")],
+    # the hints' values interpolate keys checked by their own rules; as Relations they are checked after every Rule,
+    # so a bad optimizer.lr is named as optimizer.lr, and a hint set by hand is checked here
+    *[
+        Relation(f"callbacks.{key}", lambda v, cfg, ok=ok: ok(v), lambda cfg, what=what: what)
+        for key, ok, what in (
+            ("divergence.lr", positive, "a number > 0 (optimizer.lr)"),
+            ("divergence.normalize", text, "a name (data.normalize)"),
+            ("divergence.norm", text, "a name (norm.name)"),
+            ("first_loss.init", text, "a name (init.name)"),
+            ("first_loss.norm", text, "a name (norm.name)"),
+            ("first_loss.normalize", text, "a name (data.normalize)"),
+            ("first_loss.init_from", text, "null or a checkpoint (model.init_from)"),
+        )
+    ],
 ]
 
 log = logging.getLogger(__name__)
@@ -44,57 +57,61 @@ class DivergenceGuard(L.Callback):
     """Stops the run when the training loss is NaN/inf. Written by hand: EarlyStopping(check_finite) looks only
     at a monitored metric at epoch end and names no step. Checked in the first batch, every log_every_n_steps and
     in each epoch's last batch (a host sync then, not every step); under DDP the ranks agree before raising, so
-    all stop together."""
+    all stop together. lr, normalize, norm: the run's optimizer.lr, data.normalize and norm.name (interpolated in
+    conf/callbacks/divergence.yaml), for the error's likely causes; null: not known."""
+
+    def __init__(self, lr: float | None = None, normalize: str | None = None, norm: str | None = None):
+        self.lr, self.normalize, self.norm = lr, normalize, norm
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
         if checked_batch(trainer, stepped=True) or batch_idx + 1 >= trainer.num_training_batches:
-            self._check(trainer, pl_module, outputs["loss"] if isinstance(outputs, dict) else outputs)
+            self._check(trainer, outputs["loss"] if isinstance(outputs, dict) else outputs)
 
-    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
+    def _check(self, trainer: L.Trainer, loss) -> None:
         bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
         if trainer.strategy.reduce_boolean_decision(bad, all=False):
             value = float(loss.detach()) if bad else "non-finite on another rank"
-            raise Diverged(trainer.global_step, trainer.current_epoch, value, _causes(run_config(pl_module)))
+            raise Diverged(trainer.global_step, trainer.current_epoch, value, self.causes())
 
-
-def run_config(pl_module: L.LightningModule):
-    """The run's resolved config, as the module stores it for its checkpoints; None for a module without one."""
-    config = getattr(pl_module, "hparams", {}).get("config")
-    return None if config is None else OmegaConf.create(config)
-
-
-def _causes(cfg) -> str:
-    if cfg is None:
-        return "lr too high, no input normalization"
-    causes = [f"lr too high (optimizer.lr={cfg.optimizer.lr})"]
-    if cfg.data.get("normalize", "none") == "none":
-        causes.append("inputs not normalized (data.normalize=none)")
-    if not cfg.norm.get("name") or cfg.norm.get("name") == "none":
-        causes.append("no normalization layers (norm=none)")
-    return ", ".join(causes)
+    def causes(self) -> str:
+        causes = ["lr too high" + ("" if self.lr is None else f" (optimizer.lr={self.lr})")]
+        if self.normalize == "none":
+            causes.append("inputs not normalized (data.normalize=none)")
+        if self.norm == "none":
+            causes.append("no normalization layers (norm=none)")
+        return ", ".join(causes)
 
 
 class FirstLossCheck(L.Callback):
     """The lecture's first sanity check: an untrained classifier predicts about uniformly, so its first batch's loss
     should be about ln(number of classes). Outside [ln(C) / factor, factor x ln(C)] it logs one warning naming the
     likely cause. Reads the loss once, in the run's first batch (a checked batch: no extra host sync). Not checked:
-    a resumed run, a step trick that changes the loss (distillation: not a plain cross entropy) and model.init_from
-    (loaded weights need not start at ln(C)). Written by hand: Lightning has no such check."""
+    a resumed run, a step trick that changes the loss (distillation: not a plain cross entropy) and init_from
+    (loaded weights need not start at ln(C)). init, norm, normalize, init_from: the run's init.name, norm.name,
+    data.normalize and model.init_from (interpolated in conf/callbacks/first_loss.yaml), for the warning's causes.
+    Written by hand: Lightning has no such check."""
 
-    def __init__(self, factor: float = 2.0):
+    def __init__(
+        self,
+        factor: float = 2.0,
+        init: str | None = None,
+        norm: str | None = None,
+        normalize: str | None = None,
+        init_from: str | None = None,
+    ):
         self.factor = factor
+        self.init, self.norm, self.normalize, self.init_from = init, norm, normalize, init_from
         self.first_loss: float | None = None  # the value read, for tests and users' scripts
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
         if batch_idx != 0 or trainer.current_epoch != 0 or trainer.global_step > 1 or self.first_loss is not None:
             return  # the run's first batch only (global_step is 1 after its step, 0 when gradients accumulate)
-        cfg = run_config(pl_module)
         changes_loss = any(t.changes("loss") for t in getattr(pl_module, "step_tricks", ()))
-        if not trainer.is_global_zero or cfg is None or changes_loss or cfg.model.get("init_from"):
+        if not trainer.is_global_zero or changes_loss or self.init_from:
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.first_loss = float(loss.detach())
-        classes = pl_module.hparams["num_classes"]
+        classes = trainer.datamodule.num_classes
         ratio = self.first_loss / math.log(classes)
         if math.isfinite(ratio) and not 1 / self.factor <= ratio <= self.factor:  # NaN/inf: DivergenceGuard's
             log.warning(
@@ -104,23 +121,21 @@ class FirstLossCheck(L.Callback):
                 classes,
                 math.log(classes),
                 self.factor,
-                _first_loss_causes(cfg) if ratio > 1 else _LABEL_BUG,
+                self.causes() if ratio > 1 else _LABEL_BUG,
             )
+
+    def causes(self) -> str:
+        """Why logits start far from uniform: the init scale, then unnormalized inputs."""
+        causes = [f"logits too large at init: init scale (init={self.init}, norm={self.norm}; try trick=batchnorm)"]
+        if self.normalize == "none":
+            causes.append("inputs not normalized (data.normalize=none; try trick=standardize)")
+        return "; ".join(causes)
 
 
 _LABEL_BUG = (
     "the net predicts the labels before any training; likely a label bug (labels leaking into the inputs, "
     "the same images in train and val/test)"
 )
-
-
-def _first_loss_causes(cfg) -> str:
-    """Why logits start far from uniform: the init scale, then unnormalized inputs."""
-    norm = cfg.norm.get("name") or "none"
-    causes = [f"logits too large at init: init scale (init={cfg.init.name}, norm={norm}; try trick=batchnorm)"]
-    if cfg.data.get("normalize", "none") == "none":
-        causes.append("inputs not normalized (data.normalize=none; try trick=standardize)")
-    return "; ".join(causes)
 
 
 class CheckpointOnSigterm(L.Callback):

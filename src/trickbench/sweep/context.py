@@ -1,11 +1,13 @@
-"""Where one job runs, resolved once (resolve): whether it is part of a sweep, how many jobs share the machine
-(n_jobs) and so its torch threads, how many processes it starts, the GPU slot a launcher gave it, and the command's
-overrides; train.run passes the JobContext down to what records the run. Also whether the job's folder already
-holds a finished result (resume=<folder>). Importable without torch: train.py checks the command line first."""
+"""Where one job runs, resolved once. launch(): how this process was started, known before its config is read (a
+job of a sweep or not, DDP's rank 0 or another rank, by which launcher: its entry in placement.LAUNCHERS).
+resolve(cfg, launch): the JobContext, adding how many jobs share the machine (n_jobs) and so its torch threads, how
+many processes it starts, the GPU slot a launcher gave it, and the command's overrides; train.main_task resolves
+both once and passes them down to what records the run. Also whether the job's folder already holds a finished
+result (resume=<folder>). Importable without torch: train.py checks the command line first."""
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, is_int
 from trickbench.rules import Rule, integer, optional
-from trickbench.sweep.placement import cpu_ranks, processes
+from trickbench.sweep.placement import LauncherKind, cpu_ranks, launcher_kind, processes
 
 RULES = [Rule("threads", optional(integer(1)), "null (cores / parallel jobs) or an integer >= 1")]
 # Overrides that say where or how a job runs, not what it trains: ignored when matching and grouping jobs.
@@ -22,9 +24,17 @@ PLACEMENT_KEYS = ("resume", "hydra.", "threads")
 
 
 @dataclass(frozen=True)
-class JobContext:
+class Launch:
+    """How this process was started: what is known of a job before its config is read."""
+
     multirun: bool  # a job of a sweep (-m)
+    rank_zero: bool  # DDP's global rank 0, or no DDP at all: the process that writes the run's files
     launcher: str  # Hydra's launcher _target_ ("" when Hydra is not running)
+    kind: LauncherKind  # its entry in placement.LAUNCHERS
+
+
+@dataclass(frozen=True)
+class JobContext(Launch):
     n_jobs: int  # jobs of this sweep running at once on this machine (1 outside a parallel launcher)
     threads: int  # torch threads of this job's process (each CPU rank's)
     processes: int  # processes the run starts: trainer.devices x trainer.num_nodes
@@ -32,23 +42,29 @@ class JobContext:
     overrides: tuple[str, ...]  # the command's overrides; a resumed run keeps those of the run it continues
 
 
-def resolve(cfg: DictConfig) -> JobContext:
-    """The job's context, once per run (cfg: the validated run config)."""
-    n_jobs = parallel_jobs()
+def launch() -> Launch:
+    """How this process was started, from Hydra and the launchers' variables: once, at the start of a job."""
+    target = str(HydraConfig.get().launcher.get("_target_", "")) if HydraConfig.initialized() else ""
+    return Launch(is_multirun(), is_rank_zero(), target, launcher_kind(target))
+
+
+def resolve(cfg: DictConfig, started: Launch | None = None) -> JobContext:
+    """The job's context, once per run (cfg: the validated run config; started: launch(), when already asked)."""
+    started = started or launch()
+    n_jobs = parallel_jobs(started.kind)
     return JobContext(
-        multirun=is_multirun(),
-        launcher=launcher_target(),
+        **{f.name: getattr(started, f.name) for f in fields(Launch)},
         n_jobs=n_jobs,
         threads=threads_for(cfg.get("threads"), n_jobs * cpu_ranks(cfg.trainer)),
         processes=processes(cfg.trainer),
         gpu_slot=gpu_slot(),
-        overrides=tuple(run_overrides(cfg)),
+        overrides=tuple(run_overrides(cfg, started.multirun)),
     )
 
 
-def run_overrides(cfg: DictConfig) -> list[str]:
+def run_overrides(cfg: DictConfig, multirun: bool) -> list[str]:
     """The command's overrides; a resumed run keeps those of the run it continues."""
-    if cfg.get("resume") and not is_multirun():
+    if cfg.get("resume") and not multirun:
         saved = Path(cfg.paths.output_dir) / ".hydra" / "overrides.yaml"
         if saved.exists():
             return list(OmegaConf.load(saved))
@@ -73,24 +89,9 @@ def what_it_trains(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.lstrip("+~").startswith(PLACEMENT_KEYS))
 
 
-def launcher_target() -> str:
-    return str(HydraConfig.get().launcher.get("_target_", "")) if HydraConfig.initialized() else ""
-
-
-def parallel_jobs() -> int:
+def parallel_jobs(kind: LauncherKind) -> int:
     """How many jobs of this sweep run at once on this machine (1 outside a parallel launcher)."""
-    if not HydraConfig.initialized():
-        return 1
-    hc = HydraConfig.get()
-    target = launcher_target()
-    if "GPULauncher" in target:
-        return int(os.environ.get("TRICKBENCH_PARALLEL_JOBS", 1))  # set by the launcher's worker
-    if "joblib" in target:
-        n = int(hc.launcher.get("n_jobs") or 1)
-        return n if n > 0 else max(os.cpu_count() + 1 + n, 1)  # joblib: -1 = all cores, -2 = all but one
-    if "LocalLauncher" in target:  # submitit_local: the sweeper's batch runs at once
-        return int(hc.sweeper.get("max_batch_size") or 1)
-    return 1
+    return kind.jobs_at_once(HydraConfig.get()) if HydraConfig.initialized() else 1
 
 
 def gpu_slot() -> dict | None:
@@ -124,7 +125,7 @@ def held_run(done: dict, out_dir) -> str:
     )
 
 
-def finished(out_dir: Path, overrides: list[str]) -> dict | None:
+def finished(out_dir: Path, overrides: list[str], multirun: bool) -> dict | None:
     """The job's results.json when it already finished with status ok under the same overrides (resume=)."""
     path = out_dir / "results.json"
     if not path.exists():
@@ -134,7 +135,7 @@ def finished(out_dir: Path, overrides: list[str]) -> dict | None:
     except json.JSONDecodeError:
         return None  # half-written by a killed job: run it again
     if what_it_trains(done.get("overrides") or []) != what_it_trains(overrides):
-        if not is_multirun():
+        if not multirun:
             raise ConfigError("hydra.run.dir", str(out_dir), held_run(done, out_dir))
         raise ConfigError(
             "resume",
