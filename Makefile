@@ -21,7 +21,7 @@ SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
 # skipped, a killed one continues from its last.ckpt), else the folder itself
 WHERE = if [ -d $$dir ]; then where=resume=$$dir; else where=hydra.$(1).dir=$$dir; fi
 
-.PHONY: install train test clean help reproduce records results-page pilot pilot-zero-gamma pilot-part-b pilot-converged
+.PHONY: install train test test-fast clean help reproduce records results-page pilot pilot-zero-gamma pilot-part-b pilot-converged
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,10 @@ train:  ## train the default config (Fashion-MNIST, plain CNN); ARGS="key=value 
 # once; measured on 2 cores: 847 s serial, 574 s with -n 2. One file alone: .venv/bin/python -m pytest PATH
 test:  ## the test suite (CPU, about 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -n 2
+
+# the tests not marked slow (a real train.py process or many compositions, over ~10 s each): before a commit
+test-fast:  ## the tests not marked @pytest.mark.slow (under 3 minutes on 2 cores)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 clean:  ## remove run logs (not the data cache)
 	rm -rf logs outputs multirun
