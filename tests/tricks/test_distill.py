@@ -1,6 +1,6 @@
-"""trick=distill (tricks/distill.py, models/teacher.py): the distillation loss formula, bad values, off without a distill
-node, a student that distils from a frozen teacher kept outside its checkpoint, and a teacher that must match the
-student's classes, image shape and normalization."""
+"""trick=distill (tricks/distill.py, models/teacher.py): the distillation loss formula, bad values, off without a
+distill node, a student that distils from a frozen teacher kept outside its checkpoint, and a teacher that must match
+the student's classes, image shape and normalization."""
 
 import math
 
