@@ -1,5 +1,5 @@
-"""Shared fixtures: composed configs pointed at tmp dirs, and tiny dataset mirrors built on the fly
-in both layouts of ../shared/datasets (IDX .gz; ImageFolder as folder and .tar.gz)."""
+"""Shared fixtures: composed configs pointed at tmp dirs, tiny dataset mirrors built on the fly in both layouts of
+../shared/datasets (IDX .gz; ImageFolder as folder and .tar.gz), and the helpers more than one test file uses."""
 
 import gzip
 import os
@@ -9,13 +9,16 @@ import sys
 import tarfile
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import DictConfig
 from torchvision.io import encode_png
 
-from trickbench import speed
+from trickbench import speed, train
 from trickbench.config.validate import compose_run_config
+from trickbench.data import ImageDataModule
+from trickbench.tricks import distill
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -145,3 +148,54 @@ def tiny_run_overrides(source: Path, data: str = "fashion_mnist", root: Path | N
         "model.head=[16]",
         *([f"data.root={root}"] if root else []),
     ]
+
+
+# ---- helpers more than one test file uses ------------------------------------------------------------
+# composed augment nodes and a datamodule set up for fit (tests/tricks/test_mixing.py, tests/data/test_augment.py)
+def augment(*overrides: str):
+    return compose_cfg(list(overrides)).augment
+
+
+def datamodule(name, source, root, **kw) -> ImageDataModule:
+    dm = ImageDataModule(name, source=str(source), root=str(root), download=False, val_size=20, **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+# in-process runs with extra callbacks (tests/callbacks/test_ema.py, test_swa.py, tests/tricks/test_distill.py, ...)
+def run_with(overrides: list[str], out, *callbacks: L.Callback) -> dict:
+    with pytest.MonkeyPatch.context() as mp:
+        defaults = train._callbacks
+        mp.setattr(train, "_callbacks", lambda c: [*defaults(c), *callbacks])
+        return train.run(compose_cfg(overrides, out))
+
+
+class Probe(L.Callback):
+    """Records what the module holds during fit and test."""
+
+    def __init__(self):
+        self.teacher_modes, self.steps, self.validated, self.tested = [], [], [], None
+
+    def on_train_start(self, trainer, module):
+        self.module_params = sum(p.numel() for p in module.parameters())
+        teacher = next((t.teacher for t in module.step_tricks if isinstance(t, distill.Distill)), None)
+        if teacher is not None:
+            teacher.register_forward_pre_hook(lambda m, args: self.teacher_modes.append(m.training))
+            self.teacher_at_start = {k: v.clone() for k, v in teacher.state_dict().items()}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and not trainer.sanity_checking:
+            self.validated.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+    def on_test_start(self, trainer, module):
+        self.tested = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def run_with_probe(cfg, monkeypatch) -> tuple[dict, Probe]:
+    probe, callbacks = Probe(), train._callbacks
+    monkeypatch.setattr(train, "_callbacks", lambda c: [*callbacks(c), probe])
+    return train.run(cfg), probe

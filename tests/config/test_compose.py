@@ -9,7 +9,8 @@ from conftest import CONF, ROOT, compose_cfg
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from trickbench.config.validate import validate
+from trickbench.callbacks.swa import check_swa
+from trickbench.config.validate import check_trick_conflicts, validate
 from trickbench.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")  # hydra: Hydra's own settings
@@ -170,3 +171,33 @@ def test_help_lists_groups_and_trick_options():
         subgroups = [group] if options(group) else [f"{group}/{d.name}" for d in sorted((CONF / group).iterdir())]
         for sub in subgroups:
             assert f"{sub}: {', '.join(options(sub))}" in lines
+
+
+# ---- the trick files of callbacks/ and tricks/ composed together and with every other trick ---------------------
+MINE = ["mixup", "cutmix", "ema", "distill"]
+
+
+def test_the_tricks_compose_together_and_with_every_other_trick():
+    cfg = compose_cfg(["trick=[mixup,cutmix,ema,distill]"])
+    validate(cfg)
+    assert (cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.distill.T) == (0.2, 1.0, 20.0)
+    assert cfg.callbacks.ema._target_.endswith("EMAWeightAveraging")
+    for other in sorted(p.stem for p in (CONF / "trick").glob("*.yaml")):
+        if other not in MINE:
+            check_trick_conflicts([*MINE, other], CONF / "trick")
+
+
+def test_swa_and_grad_clip_compose_with_other_tricks():
+    cfg = compose_cfg(["trick=[swa,cosine,label_smoothing]"])
+    validate(cfg)
+    check_swa(cfg.callbacks.swa, cfg.trainer.max_epochs, cfg.scheduler.warmup_epochs)
+    assert cfg.callbacks.swa._target_ == "trickbench.callbacks.swa.SWA"
+    assert cfg.scheduler.lr_scheduler._target_.endswith("CosineAnnealingLR") and cfg.loss.label_smoothing == 0.1
+    cfg = compose_cfg(["trick=[grad_clip,cosine,label_smoothing]"])
+    validate(cfg)
+    assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (1.0, "norm")
+    assert cfg.scheduler.lr_scheduler._target_.endswith("CosineAnnealingLR") and cfg.loss.label_smoothing == 0.1
+    mine = ["swa", "grad_clip"]
+    for other in sorted(p.stem for p in (CONF / "trick").glob("*.yaml")):
+        if other not in mine:
+            check_trick_conflicts([*mine, other], CONF / "trick")

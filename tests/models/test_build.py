@@ -49,7 +49,7 @@ def check_forward_backward(net: nn.Module, shape, batch: int) -> None:
 
 # Each option varied alone; the grid below adds the model x norm cells where neither is the default
 # (a cell with a default on one side is the other side varied alone).
-SLIM = {"model=resnet50": ["model.width=8"]}  # full width is covered by test_resnet_tricks; here it costs a minute
+SLIM = {"model=resnet50": ["model.width=8"]}  # full width is covered by test_resnet.py; here it costs a minute
 # Some model presets choose their own norm (ResNets: batch, test_model_defaults.py); alone = with train.yaml's norm.
 OWN_NORM = {f"model={m}": [f"norm={DEFAULTS['norm']}"] for m in ("resnet18", "resnet20", "resnet50", "speednet")}
 ALONE = [

@@ -1,6 +1,6 @@
-"""Bag-of-Tricks ResNet options: resnet50 against torchvision's, stride placement (variant a/b), stems (cifar,
-imagenet, deep = variant c), avg-pool shortcuts (variant d), zero-gamma blocks, and errors where a trick does not
-apply."""
+"""The ResNets (models/resnet.py) and their Bag-of-Tricks options: resnet50 against torchvision's, stride placement
+(variant a/b), stems (cifar, imagenet, deep = variant c), avg-pool shortcuts (variant d), zero-gamma blocks, and errors
+where a trick does not apply."""
 
 import math
 

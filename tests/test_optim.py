@@ -1,5 +1,6 @@
-"""Optimizer, schedule and loss tricks: linear lr scaling, warmup + every schedule (lr per step vs the formula),
-Nesterov momentum, no-bias-decay param groups, label smoothing, and all of them combined as tricks."""
+"""Optimizers and schedules (optim.py; run_length.py for schedules relative to the run) and the loss tricks set with
+them: linear lr scaling, warmup + every schedule (lr per step vs the formula), Nesterov momentum, no-bias-decay param
+groups, label smoothing, and all of them combined as tricks."""
 
 import functools
 import math
