@@ -364,6 +364,7 @@ def finish(p: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_cli_unknown_option_is_one_line_naming_the_options(cli):
     proc = cli["unknown-option"]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -372,6 +373,7 @@ def test_cli_unknown_option_is_one_line_naming_the_options(cli):
     assert "resnet20" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_wrong_type_stops_before_any_data_work(cli):
     proc = cli["wrong-type"]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -379,6 +381,7 @@ def test_cli_wrong_type_stops_before_any_data_work(cli):
     assert json.loads((cli["tmp"] / "wrong-type" / "results.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_cli_truncated_tarball_then_a_good_run_on_the_same_root(cli, cifar_tarball):
     proc = cli["truncated-tarball"]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -393,6 +396,7 @@ def test_cli_truncated_tarball_then_a_good_run_on_the_same_root(cli, cifar_tarba
     assert len(list(cache.glob("*.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_cli_eval_checkpoint_of_another_dataset(cli):
     proc = cli["eval-other-dataset"]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -401,6 +405,7 @@ def test_cli_eval_checkpoint_of_another_dataset(cli):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REGRESSIONS)
 def test_cli_refuses_what_once_reached_a_builder(cli, name):
     proc = cli[name]
@@ -409,6 +414,7 @@ def test_cli_refuses_what_once_reached_a_builder(cli, name):
     assert len(lines) == 1 and lines[0].startswith(f"error: {REGRESSIONS[name][1]}"), proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_dir_holding_a_finished_run_says_so_and_what_to_do(cli):
     proc, folder = cli["finished-run-dir"], cli["finished"]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -95,6 +95,7 @@ def console(fmnist_mirror, tmp_path_factory) -> dict:
     return {"tmp": tmp, **done}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["option", "key", "resume"])
 def test_cli_mistakes_are_one_line_and_start_nothing(console, name):
     proc = console[name]
@@ -103,6 +104,7 @@ def test_cli_mistakes_are_one_line_and_start_nothing(console, name):
     assert not (console["tmp"] / "logs").exists() and not (console["tmp"] / "no").exists()  # Hydra never started
 
 
+@pytest.mark.slow
 def test_run_console_says_each_line_once_without_noise(console):
     proc = console["run"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -122,6 +124,7 @@ def test_run_console_says_each_line_once_without_noise(console):
     assert "Out sizes" in (console["tmp"] / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_training_loss_of_every_logging_interval_reaches_tensorboard(console):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -202,6 +202,7 @@ def swept(tmp_path_factory, fmnist_mirror, cifar_folder) -> dict:
     return {"keys": seen, "unbuilt": unbuilt - seen, "outcomes": outcomes, "tmp": str(tmp)}
 
 
+@pytest.mark.slow
 def test_no_bad_value_raises_out_of_a_builder(swept):
     broken = [
         f"{key}={value} (in {where}): {what}"
@@ -212,6 +213,7 @@ def test_no_bad_value_raises_out_of_a_builder(swept):
     assert not broken, "\n".join(broken).replace(swept["tmp"], "<tmp>")
 
 
+@pytest.mark.slow
 def test_every_key_has_a_rule_or_says_why_not(swept):
     unguarded = [
         f"{key} (in {where}): every bad value passes, {list(tried)}"
@@ -221,9 +223,11 @@ def test_every_key_has_a_rule_or_says_why_not(swept):
     assert not unguarded, "add a Rule beside the key's builder, or an ALLOWED entry:\n" + "\n".join(unguarded)
 
 
+@pytest.mark.slow
 def test_every_key_is_in_a_config_that_builds(swept):
     assert sorted(swept["unbuilt"]) == []
 
 
+@pytest.mark.slow
 def test_the_allow_list_names_real_keys(swept):
     assert [k for k in ALLOWED if not any(s == k or s.startswith(f"{k}.") for s in swept["keys"])] == []

@@ -90,6 +90,7 @@ def restated(preset: Path, selected: dict, trick_table: dict) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_preset_restates_a_trick_or_a_default():
     table, selected = tricks(), composed_choices()
     assert len(selected) > 60, "the snapshot names too few presets"

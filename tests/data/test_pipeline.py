@@ -156,6 +156,7 @@ def _build_in_child(source: str, root: str, barrier, results) -> None:
     results.put((dm.cache_hit, h.hexdigest()))
 
 
+@pytest.mark.slow
 def test_parallel_builds_decode_once(fmnist_mirror, tmp_path):
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()

@@ -289,6 +289,7 @@ def check(c: Command) -> str:
     return kind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_command_of_the_page_composes_or_answers_help(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

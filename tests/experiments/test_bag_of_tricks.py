@@ -32,6 +32,7 @@ def _tiny(source, tmp) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_bag_of_tricks_preset_runs_every_rung_with_a_teacher_it_trained(tmp_path, cifar_tarball):
     teacher_cfg = compose_cfg(
         ["experiment=bag_of_tricks_teacher", *_tiny(cifar_tarball, tmp_path), "model.blocks=[1,1,1,1]"],
@@ -72,6 +73,7 @@ BAG = (
 )
 
 
+@pytest.mark.slow
 def test_every_bag_of_tricks_switch_at_once_trains(tmp_path, cifar_tarball):
     """All switches of docs/config.md's trick table in one run (distillation: the preset test above; linear_decay and
     cosine both choose the scheduler, so they are the one pair that cannot combine; swa and lookahead, weight

@@ -113,6 +113,7 @@ def test_on_other_models_raises(model):
     assert str(e.value).startswith(f"model.stochastic_depth=0.5: not an option of model={model}")
 
 
+@pytest.mark.slow
 def test_composes_with_other_tricks_and_trains(tmp_path, fmnist_mirror):
     tiny = [o for o in tiny_run_overrides(fmnist_mirror, root=tmp_path / "data") if not o.startswith("model.")]
     overrides = ["model=resnet20", "norm=batch", "model.width=4", "model.blocks=[1,1,1]", *tiny]

@@ -52,6 +52,7 @@ def _sweep_values(preset: str, scale: str | None) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_swept_configuration_composes_and_validates():
     """Every value a preset sweeps, composed as its job is: at CPU scale, then at GPU scale those the CPU scale
     leaves out (composing takes a third of a second: each job once)."""
@@ -75,6 +76,7 @@ def test_every_swept_configuration_composes_and_validates():
         assert cfg.trainer.max_epochs == int(length[1:]) and cfg.scheduler.warmup_epochs == 0.04
 
 
+@pytest.mark.slow
 def test_scales_differ_as_the_page_says():
     cpu, gpu = _sweep_values("part_a", "cpu"), _sweep_values("part_a", "gpu")
     assert "variant=part_a/vgg16" not in cpu["variant"] and "part_a/vgg16" in gpu["variant"]
@@ -92,6 +94,7 @@ def test_scales_differ_as_the_page_says():
     assert compose_cfg(["experiment=results/part_a", "scale=cpu", "data=fashion_mnist"]).data.subset is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_trains_one_step(preset, fmnist_mirror, cifar_tarball, tmp_path):
     scale = [] if preset == "part_d_pilot" else ["scale=gpu" if preset == "part_d_teacher" else "scale=cpu"]

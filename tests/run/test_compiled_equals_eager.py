@@ -47,6 +47,7 @@ def losses_and_grads(net, compiled: bool, bf16: bool) -> tuple[list[float], dict
     return losses, first_grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(NETS))
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_compiled_step_equals_the_eager_one(name, precision):

@@ -56,6 +56,7 @@ def bf16_overrides(fmnist_mirror, tmp_path_factory):
     return [*tiny_run_overrides(fmnist_mirror, root=root), "trainer.max_epochs=3", "seed=3"]
 
 
+@pytest.mark.slow
 def test_a_bf16_cpu_run_trains_records_it_and_evaluates_to_its_test_accuracy(monkeypatch, bf16_overrides, tmp_path):
     monkeypatch.setattr(speed, "cpu_native_bf16", lambda: True)
     results = run(compose_cfg(bf16_overrides, tmp_path / "run"))

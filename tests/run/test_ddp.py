@@ -44,6 +44,7 @@ def ddp_run(overrides, tmp_path_factory):
     return tmp, proc
 
 
+@pytest.mark.slow
 def test_two_ranks_see_disjoint_halves_of_the_training_split_every_epoch(ddp_run, dm):
     tmp, _ = ddp_run
     everything = sorted(bytes(img.numpy()) for img in dm.train_set.x)
@@ -57,6 +58,7 @@ def test_two_ranks_see_disjoint_halves_of_the_training_split_every_epoch(ddp_run
     assert not torch.equal(ranks[0][0], ranks[0][1])  # a new order each epoch
 
 
+@pytest.mark.slow
 def test_two_ranks_share_the_val_split_with_no_image_evaluated_twice(ddp_run, dm):
     tmp, _ = ddp_run
     shares = [[bytes(img.numpy()) for img in torch.load(tmp / "seen" / f"rank{r}.pt")["val"]] for r in (0, 1)]
@@ -64,6 +66,7 @@ def test_two_ranks_share_the_val_split_with_no_image_evaluated_twice(ddp_run, dm
     assert sorted(shares[0] + shares[1]) == sorted(bytes(img.numpy()) for img in dm.val_set.x)
 
 
+@pytest.mark.slow
 def test_logged_val_accuracy_is_a_single_process_evaluation_of_the_final_weights(ddp_run, overrides, dm):
     tmp, _ = ddp_run
     run_dir = tmp / "run"
@@ -83,6 +86,7 @@ def test_logged_val_accuracy_is_a_single_process_evaluation_of_the_final_weights
     assert float(last["val_loss"]) == pytest.approx(float(loss), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes_the_run_outputs(ddp_run):
     tmp, proc = ddp_run
     run_dir = tmp / "run"
@@ -98,6 +102,7 @@ def test_only_rank_zero_writes_the_run_outputs(ddp_run):
     assert "sync_dist" not in proc.stderr  # no "use sync_dist" warnings for epoch-level logs
 
 
+@pytest.mark.slow
 def test_a_killed_ddp_run_resumes_from_its_last_checkpoint_to_the_same_weights(ddp_run, overrides, tmp_path):
     tmp, _ = ddp_run
     # both ranks SIGKILLed as epoch 1 starts (as a node failure would): only epoch 0's last.ckpt is left
@@ -117,6 +122,7 @@ def test_a_killed_ddp_run_resumes_from_its_last_checkpoint_to_the_same_weights(d
     assert same_weights(run_dir, tmp / "run")
 
 
+@pytest.mark.slow
 def test_a_val_split_smaller_than_the_ranks_fails_in_one_line(overrides, tmp_path):
     proc = train_cli(*overrides, *DDP, "data.val_size=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2

@@ -69,6 +69,7 @@ def last_epoch(run_dir: Path) -> int | None:
     return torch.load(path, weights_only=False)["epoch"] if path.exists() else None
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_moment_of_a_run_then_resume_ends_as_one_uninterrupted_run(tiny, reference):
     tmp, overrides = tiny
     run_dir = tmp / "killed"
@@ -103,6 +104,7 @@ def test_sigkill_at_every_moment_of_a_run_then_resume_ends_as_one_uninterrupted_
     assert "seed=3" in json.loads((run_dir / "results.json").read_text())["overrides"]  # its own, from its first start
 
 
+@pytest.mark.slow
 def test_a_corrupt_last_ckpt_is_refused_in_one_line_naming_the_older_checkpoint(reference, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(reference, run_dir)
@@ -116,6 +118,7 @@ def test_a_corrupt_last_ckpt_is_refused_in_one_line_naming_the_older_checkpoint(
     assert f"the older checkpoints/{best.name} is complete: copy it over last.ckpt to continue from it" in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_a_second_process_on_the_folder_of_a_run_that_still_runs(tiny, reference):
     tmp, overrides = tiny
     run_dir = tmp / "ctrl_c"
@@ -174,6 +177,7 @@ def _sweep(tmp: Path, overrides: list[str], *args: str) -> subprocess.CompletedP
     return subprocess.CompletedProcess(cmd, proc.returncode, out.read_text(), err.read_text())
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_sigterm_of_a_joblib_sweep_then_resume_ends_each_job_as_uninterrupted(tiny, reference):
     tmp, overrides = tiny
     overrides = [o for o in overrides if o != "seed=3"]
@@ -220,6 +224,7 @@ def test_ctrl_c_then_sigterm_of_a_joblib_sweep_then_resume_ends_each_job_as_unin
     ]
 
 
+@pytest.mark.slow
 def test_runs_and_sweeps_started_in_the_same_second_each_get_their_own_folder(tmp_path, fmnist_mirror):
     logs = tmp_path / "logs"
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(time.time()))
@@ -271,6 +276,7 @@ def small_disk(tmp_path):
         yield mnt, filler, ["+callbacks.full._target_=hooks.WriteFailsAt", f"+callbacks.full.marker={tmp_path}/full"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_in_one_line_leaves_no_partial_file_and_resumes_once_freed(tiny, reference, small_disk):
     tmp, overrides = tiny
     disk, filler, injected = small_disk
@@ -296,6 +302,7 @@ def test_a_full_disk_stops_in_one_line_leaves_no_partial_file_and_resumes_once_f
     assert_like_reference(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_a_permission_error_mid_run_stops_in_one_line_and_resumes_once_fixed(tiny, reference):
     tmp, overrides = tiny
     run_dir = tmp / "denied"
@@ -328,6 +335,7 @@ def test_a_read_only_log_folder_is_refused_in_one_line_before_the_run(tmp_path, 
     assert proc.stderr.strip().splitlines() == [f"error: paths.log_dir: cannot write under {ro}: read-only file system"]
 
 
+@pytest.mark.slow
 def test_a_run_folder_removed_while_the_run_runs_stops_in_one_line_and_is_not_recreated(tiny):
     tmp, overrides = tiny
     run_dir = tmp / "removed"

@@ -21,6 +21,7 @@ def tiny(tmp_path_factory, fmnist_mirror):
     return tmp, [*tiny_run_overrides(fmnist_mirror, root=tmp / "data"), *extra]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143_then_resume_finishes(tiny):
     tmp, overrides = tiny
     run_dir = tmp / "terminated"

@@ -30,6 +30,7 @@ def overrides(fmnist_mirror, tmp_path_factory):
     ]
 
 
+@pytest.mark.slow
 def test_a_crashed_run_with_the_new_tricks_resumes_to_the_same_weights(overrides, tmp_path):
     whole = run(compose_cfg(overrides, tmp_path / "whole"))
     crash = ["+callbacks.crash._target_=hooks.RaiseAt", "+callbacks.crash.epoch=2"]

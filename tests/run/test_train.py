@@ -76,6 +76,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, fmnist_mirror
     assert a[1] != c[1]
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_results_json_per_job(tmp_path, fmnist_mirror):
     sweep = tmp_path / "sweep"
     args = [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), f"hydra.sweep.dir={sweep}"]
@@ -89,6 +90,7 @@ def test_multirun_writes_one_results_json_per_job(tmp_path, fmnist_mirror):
     assert all(json.loads(p.read_text())["status"] == "ok" for p in results)
 
 
+@pytest.mark.slow
 def test_eval_rebuilds_the_run_from_its_checkpoint(tmp_path, fmnist_mirror):
     cfg = compose_cfg(tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), tmp_path / "run")
     results = run(cfg)
@@ -106,6 +108,7 @@ def test_eval_rebuilds_the_run_from_its_checkpoint(tmp_path, fmnist_mirror):
     assert evaluated["test"]["loss"] == pytest.approx(results["test"]["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, first_line",
     [
@@ -121,6 +124,7 @@ def test_cli_bad_value_exits_2_with_one_line_and_no_traceback(tmp_path, override
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_eval_missing_checkpoint_is_one_line(tmp_path):
     proc = _cli("eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2

@@ -48,6 +48,7 @@ def coarse(tmp_path_factory, fmnist_mirror):
     return tmp, folder, args
 
 
+@pytest.mark.slow
 def test_three_trial_search_records_its_best_trial_and_scores_a_diverged_one_as_bad(coarse):
     _, folder, _ = coarse
     results = _results(folder)
@@ -154,6 +155,7 @@ def _hydra_cfg(overrides: list[str]):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
+@pytest.mark.slow
 def test_fine_preset_centres_its_ranges_on_the_coarse_best_and_starts_from_it(coarse):
     _, folder, _ = coarse
     best = json.loads((folder / search.BEST_FILE).read_text())["best"]["params"]

@@ -70,6 +70,7 @@ def test_each_worker_holds_one_slot_for_life_and_workers_never_share_one(tmp_pat
     assert len(slots) == len(set(slots)) and set(slots) <= {0, 1, 2, 3}  # no two workers on one slot
 
 
+@pytest.mark.slow
 def test_jobs_on_gpu_slots_run_to_a_complete_report(fmnist_mirror, tmp_path):
     sweep_dir = tmp_path / "sweep"
     overrides = tiny_run_overrides(fmnist_mirror, root=tmp_path / "data")

@@ -90,6 +90,7 @@ def slow_run(tmp_path_factory, fmnist_mirror):
     return tmp, overrides
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(slow_run):
     tmp, overrides = slow_run
     term = [

@@ -40,6 +40,7 @@ def joblib_sweep(tmp_path_factory, fmnist_mirror):
     return tmp, folder, args
 
 
+@pytest.mark.slow
 def test_joblib_sweep_report_numbers_equal_the_jobs_results(joblib_sweep):
     _, folder, _ = joblib_sweep
     results = _results(folder)
@@ -69,6 +70,7 @@ def test_joblib_sweep_report_numbers_equal_the_jobs_results(joblib_sweep):
         assert (folder / png).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_jobs_and_reruns_the_rest(joblib_sweep, fmnist_mirror):
     tmp, folder, args = joblib_sweep
     rerun = folder / "1"
@@ -85,6 +87,7 @@ def test_resume_skips_finished_jobs_and_reruns_the_rest(joblib_sweep, fmnist_mir
     assert (rerun / ".hydra" / "overrides.yaml").exists()  # the first attempt's record is kept
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_jobs_are_recorded_the_rest_finish_and_the_sweep_exits_nonzero(tmp_path, fmnist_mirror):
     proc, folder = _sweep(tmp_path, fmnist_mirror, "optimizer=sgd", "optimizer.lr=0.01,-1,1e12")
     assert proc.returncode == 1
@@ -100,6 +103,7 @@ def test_failed_and_diverged_jobs_are_recorded_the_rest_finish_and_the_sweep_exi
     assert "## Jobs that did not finish" in md and "| diverged |" in md
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_two_jobs(tmp_path, fmnist_mirror):
     proc, folder = _sweep(
         tmp_path,
