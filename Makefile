@@ -87,7 +87,7 @@ pilot:  ## on a GPU machine: the pilot that picks Part D's length (its report.md
 	$(BIN)/python train.py -m experiment=results/part_d_pilot $(if $(DATA_CIFAR),data.source=$(DATA_CIFAR)) $$where
 
 pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths, 12 epochs, seed 0 (they pick Part B's CPU scale)
-	@failed=0; for p in part_b_pilot part_b_solutions_pilot; do \
+	@failed=0; for p in part_b_pilot part_b_pilot_long part_b_solutions_pilot; do \
 		dir=$(RESULTS)/cpu/$$p; $(call WHERE,sweep); \
 		$(BIN)/python train.py -m experiment=results/$$p scale=cpu seed=0 $(SOURCES) $(ARGS) $$where || failed=1; \
 	done; \
