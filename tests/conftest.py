@@ -1,6 +1,7 @@
 """Shared fixtures: composed configs pointed at tmp dirs, tiny dataset mirrors built on the fly in both layouts of
 ../shared/datasets (IDX .gz; ImageFolder as folder and .tar.gz), and the helpers more than one test file uses."""
 
+import functools
 import gzip
 import os
 import struct
@@ -12,12 +13,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torchvision.io import encode_png
 
 from trickbench import speed, train
 from trickbench.config.validate import compose_run_config
 from trickbench.data import ImageDataModule
+from trickbench.models import build_model
 from trickbench.tricks import distill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +112,11 @@ def fmnist_mirror(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fmnist_tarball(fmnist_mirror, tmp_path_factory) -> Path:
+    return tar_gz(fmnist_mirror, tmp_path_factory.mktemp("fmnist_tar") / "fashion-mnist.tar.gz")
+
+
+@pytest.fixture(scope="session")
 def cifar_folder(tmp_path_factory) -> Path:
     return write_imagefolder_mirror(tmp_path_factory.mktemp("cifar_folder"))
 
@@ -157,10 +165,56 @@ def augment(*overrides: str):
 
 
 def datamodule(name, source, root, **kw) -> ImageDataModule:
-    dm = ImageDataModule(name, source=str(source), root=str(root), download=False, val_size=20, **kw)
+    return _set_up(ImageDataModule(name, source=str(source), root=str(root), download=False, val_size=20, **kw))
+
+
+def _set_up(dm: ImageDataModule) -> ImageDataModule:
     dm.prepare_data()
     dm.setup("fit")
     return dm
+
+
+# the data pipeline's tests (tests/data/test_sources.py, test_cache.py, test_datamodule.py, test_augment.py): the
+# conftest mirrors in both layouts, a datamodule on them with small batches, an image's bytes as a dict key
+N_TRAIN, N_TEST = 200, 60  # what the conftest mirrors hold
+LAYOUTS = [
+    ("fashion_mnist", "fmnist_mirror"),
+    ("fashion_mnist", "fmnist_tarball"),
+    ("cifar10", "cifar_folder"),
+    ("cifar10", "cifar_tarball"),
+]
+
+
+def make_dm(name: str, source, root: Path, **kw) -> ImageDataModule:
+    kw = {"val_size": 20, "batch_size": 32, "eval_batch_size": 64, **kw}
+    return ImageDataModule(name, source=str(source) if source else None, root=str(root), download=False, **kw)
+
+
+def loaded(name: str, source, root: Path, **kw) -> ImageDataModule:
+    return _set_up(make_dm(name, source, root, **kw))
+
+
+def key(img: torch.Tensor) -> bytes:
+    return img.numpy().tobytes()
+
+
+def augment_cfg(name: str, **erasing):
+    cfg = augment(f"augment={name}")
+    return OmegaConf.merge(cfg, {"erasing": erasing}) if erasing else cfg
+
+
+# composed configs, read-only and cached, and model=speednet built from them (tests/models/test_speednet.py,
+# tests/nn/test_norm.py, tests/test_optim.py, tests/callbacks/test_whitening.py, tests/experiments/test_speedrun.py)
+@functools.lru_cache(maxsize=None)
+def composed(*overrides: str):
+    cfg = compose_cfg(list(overrides))
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def build_speednet(*overrides: str, shape=(3, 32, 32)) -> nn.Module:
+    cfg = composed("model=speednet", *overrides)
+    return build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, shape, 10)
 
 
 # in-process runs with extra callbacks (tests/callbacks/test_ema.py, test_swa.py, tests/tricks/test_distill.py, ...)

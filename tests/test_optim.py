@@ -1,16 +1,16 @@
 """Optimizers and schedules (optim.py; run_length.py for schedules relative to the run) and the loss tricks set with
 them: linear lr scaling, warmup + every schedule (lr per step vs the formula), Nesterov momentum, no-bias-decay param
-groups, label smoothing, and all of them combined as tricks."""
+groups, label smoothing, and all of them combined as tricks; optimizer.norm_lr_scale (the speedrun's norm layers in a
+param group of their own, at a multiple of the lr)."""
 
-import functools
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import build_speednet as build
+from conftest import compose_cfg, composed
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from trickbench.config.validate import validate
@@ -22,13 +22,6 @@ from trickbench.optim import build_optimizer, build_scheduler
 EPOCHS, STEPS_PER_EPOCH = 10, 5
 TOTAL = EPOCHS * STEPS_PER_EPOCH
 LR = 0.1
-
-
-@functools.lru_cache(maxsize=None)
-def composed(*overrides: str):
-    cfg = compose_cfg(list(overrides))
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
 
 
 def lr_per_step(scheduler: dict | None, optimizer) -> list[float]:
@@ -301,3 +294,39 @@ def test_quick_looks_at_presets_made_for_longer_runs():
     assert lookahead._first_epoch == 3  # airbench's: the 4th of 10 epochs
     lookahead.setup(SimpleNamespace(max_epochs=2), None, "fit")
     assert lookahead._first_epoch == 1
+
+
+# ---- optimizer.norm_lr_scale -----------------------------------------------------------------------------------
+def norm_param_ids(net: nn.Module) -> set[int]:
+    return {id(p) for m in net.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+
+
+@pytest.mark.parametrize("no_bias_decay", [False, True])
+def test_norm_lr_scale_puts_norm_layers_in_their_own_group(no_bias_decay):
+    net = build("norm=batch", "model.widths=[4,8,8]")
+    overrides = ["optimizer=nesterov", "optimizer.lr=1.5", "optimizer.weight_decay=0.01", "optimizer.norm_lr_scale=64"]
+    cfg = composed(*overrides, f"optimizer.no_bias_decay={str(no_bias_decay).lower()}").optimizer
+    groups = build_optimizer(net, cfg, global_batch=1024).param_groups
+    *others, norm = groups
+    assert {id(p) for p in norm["params"]} == norm_param_ids(net)
+    assert norm["lr"] == 96.0 and norm["weight_decay"] == (0.0 if no_bias_decay else 0.01 / 64)
+    assert all(g["lr"] == 1.5 for g in others) and others[0]["weight_decay"] == 0.01
+    assert len(others) == (2 if no_bias_decay else 1)
+    if no_bias_decay:  # the whitening bias: not a norm layer's, so no decay but the plain lr
+        assert [p.shape for p in others[1]["params"]] == [(24,)]
+    # a schedule multiplies every group's lr by the same factor: the ratio holds at every step
+    scheduler = build_scheduler(build_optimizer(net, cfg, 1024), composed("scheduler=linear").scheduler, 20, 4)
+    for _ in range(20):
+        optimizer = scheduler["scheduler"].optimizer
+        assert optimizer.param_groups[-1]["lr"] == pytest.approx(64 * optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler["scheduler"].step()
+
+
+def test_norm_lr_scale_default_keeps_one_group_and_bad_values_fail():
+    cfg = composed("optimizer=nesterov")
+    assert cfg.optimizer.norm_lr_scale == 1.0
+    (group,) = build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), cfg.optimizer, 128).param_groups
+    assert len(group["params"]) == 4
+    with pytest.raises(ConfigError, match=r"^optimizer.norm_lr_scale=0: a number > 0"):
+        validate(compose_cfg(["optimizer.norm_lr_scale=0"]))

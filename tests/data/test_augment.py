@@ -1,10 +1,11 @@
-"""The batch augmentations of data/augment.py that Bag of Tricks adds: color jitter (per-sample factors; brightness and
-contrast only on grayscale) and PCA lighting (the train split's eigenvectors, one offset per image); bad augment
+"""The batch pipeline of data/augment.py (BatchTransform): the fixed normalizations; augmentation per sample while
+training and never on eval batches; the augmentations Bag of Tricks adds: color jitter (per-sample factors; brightness
+and contrast only on grayscale) and PCA lighting (the train split's eigenvectors, one offset per image); bad augment
 values fail before data is read."""
 
 import pytest
 import torch
-from conftest import augment, datamodule, learnable_images
+from conftest import augment, augment_cfg, datamodule, key, learnable_images
 from omegaconf import OmegaConf
 
 from trickbench.data import BatchTransform, ImageDataModule
@@ -107,3 +108,52 @@ def test_pca_lighting_adds_one_offset_per_image_along_the_eigenvectors():
     assert alpha.std(dim=0).sub(0.1).abs().max() < 0.006  # std error of the std: 0.1 / sqrt(2 * 4000) = 0.0011
     assert alpha.mean(dim=0).abs().max() < 0.008
     assert torch.corrcoef(alpha.T).sub(torch.eye(3, dtype=torch.float64)).abs().max() < 0.06
+
+
+# ---- normalization -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "mode,expected", [("minus_one_one", [-1.0, -0.6, 1.0]), ("none", [0.0, 0.2, 1.0])], ids=["minus_one_one", "none"]
+)
+def test_fixed_normalizations(mode, expected):
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
+    out = BatchTransform(mode)(x, train=False)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.flatten(), torch.tensor(expected))
+    assert out.flatten()[0] == expected[0] and out.flatten()[-1] == expected[-1]  # endpoints exact
+
+
+# ---- per-sample augmentation, training batches only ----------------------------------------------------
+AUGMENTS = {"crop_flip": {}, "rotation": {}, "erasing": {"p": 1.0}, "full": {}}
+STATS = {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
+
+
+def one_image_batch(n=16) -> torch.Tensor:
+    x, _ = learnable_images(1, (3, 32, 32), 0)
+    return x.expand(n, -1, -1, -1).contiguous()
+
+
+@pytest.mark.parametrize("aug", AUGMENTS, ids=list(AUGMENTS))
+def test_augmentation_is_per_sample_in_training(aug):
+    torch.manual_seed(0)
+    x = one_image_batch()
+    out = BatchTransform("none", augment_cfg(aug, **AUGMENTS[aug]), (32, 32))(x, train=True)
+    assert out.shape == x.shape
+    assert len({key(o) for o in out}) >= 2
+
+
+@pytest.mark.parametrize("normalize", ["none", "minus_one_one", "standardize"])
+@pytest.mark.parametrize("aug", ["none", *AUGMENTS], ids=["none", *AUGMENTS])
+def test_eval_batches_are_not_augmented(aug, normalize):
+    x = one_image_batch()
+    stats = STATS if normalize == "standardize" else {}
+    plain = BatchTransform(normalize, None, (32, 32), **stats)(x, train=False)
+    assert torch.equal(
+        BatchTransform(normalize, augment_cfg(aug, **AUGMENTS.get(aug, {})), (32, 32), **stats)(x, train=False), plain
+    )
+    if normalize == "none":
+        assert torch.equal(plain, x.float() / 255)
+
+
+def test_no_augment_leaves_training_batches_unchanged():
+    x = one_image_batch()
+    assert torch.equal(BatchTransform("none", augment_cfg("none"), (32, 32))(x, train=True), x.float() / 255)

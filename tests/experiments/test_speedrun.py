@@ -1,10 +1,34 @@
-"""experiment=speedrun/cifar10 on a CPU subset: it composes, trains with every part of the recipe, and validates
-and tests through flip+translate test-time augmentation."""
+"""experiment=speedrun/cifar10: its values are airbench94's, converted to a loss averaged over the batch; on a CPU
+subset it composes, trains with every part of the recipe, and validates and tests through flip+translate test-time
+augmentation."""
 
-from conftest import compose_cfg
+import pytest
+from conftest import compose_cfg, composed
 
 import trickbench.module as module_file
+from trickbench.config.validate import validate
 from trickbench.train import run
+
+
+def test_speedrun_preset_is_airbench94_converted_to_a_mean_loss():
+    cfg = composed("experiment=speedrun/cifar10")
+    validate(cfg)
+    opt = cfg.optimizer
+    momentum, batch = 0.85, 1024
+    airbench_lr = 11.5 / (batch * (1 + 1 / (1 - momentum)))  # for a loss summed over the batch
+    airbench_wd = 0.0153 * batch / 11.5
+    assert opt.momentum == momentum and cfg.data.batch_size == batch
+    assert opt.lr == pytest.approx(airbench_lr * batch)  # mean loss: gradients 1/batch as large
+    assert opt.weight_decay == pytest.approx(airbench_wd / batch)
+    assert opt.lr * opt.weight_decay == pytest.approx(airbench_lr * airbench_wd)  # same decay per step
+    assert (cfg.norm.momentum, cfg.norm.eps, cfg.norm.affine_weight, opt.norm_lr_scale) == (0.4, 1e-12, False, 64.0)
+    assert (cfg.model.name, cfg.activation.name, cfg.loss.label_smoothing, cfg.trainer.max_epochs) == (
+        "speednet",
+        "gelu",
+        0.2,
+        10,
+    )
+    assert cfg.callbacks.lookahead._target_ == "trickbench.callbacks.lookahead.Lookahead"
 
 
 def test_speedrun_preset_trains_on_a_cpu_subset(cifar_tarball, tmp_path, monkeypatch):

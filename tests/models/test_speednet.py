@@ -1,38 +1,21 @@
-"""The speedrun parts (airbench94): model=speednet and its whitening/identity init, the norm group's momentum, eps
-and affine_weight, optimizer.norm_lr_scale and the experiment=speedrun/cifar10 preset (the Lookahead callback:
-tests/callbacks/test_lookahead.py)."""
-
-import functools
-from types import SimpleNamespace
+"""model=speednet (models/speednet.py, airbench94's net): shapes, parameter count, logit scale and identity init,
+bad options, and the whitening conv fit to the data's patches (frozen, or trainable). The rest of the speedrun: its
+norm settings in tests/nn/test_norm.py, optimizer.norm_lr_scale in tests/test_optim.py, FreezeWhiteningBias in
+tests/callbacks/test_whitening.py, Lookahead in tests/callbacks/test_lookahead.py, the experiment=speedrun/cifar10
+preset in tests/experiments/test_speedrun.py."""
 
 import pytest
 import torch
-from conftest import compose_cfg
-from omegaconf import OmegaConf
+from conftest import build_speednet as build
 from torch import nn
 from torch.nn import functional as F
 
 import trickbench.models.speednet  # noqa: F401  (registers model=speednet)
-from trickbench.callbacks import FreezeWhiteningBias
-from trickbench.config.validate import validate
 from trickbench.errors import ConfigError
-from trickbench.models import build_model, count_params
+from trickbench.models import count_params
 from trickbench.models.speednet import patch_second_moments
-from trickbench.optim import build_optimizer, build_scheduler
 
 CIFAR, FMNIST = (3, 32, 32), (1, 28, 28)
-
-
-@functools.lru_cache(maxsize=None)
-def composed(*overrides: str):
-    cfg = compose_cfg(list(overrides))
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
-
-
-def build(*overrides: str, shape=CIFAR) -> nn.Module:
-    cfg = composed("model=speednet", *overrides)
-    return build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, shape, 10)
 
 
 # ---- model=speednet --------------------------------------------------------------------------------------------
@@ -132,116 +115,3 @@ def test_whiten_false_leaves_init_from_data_a_no_op():
     before = net.features[0].weight.clone()
     net.init_from_data(correlated_images(4, seed=0))
     assert torch.equal(net.features[0].weight, before) and net.features[0].weight.requires_grad
-
-
-def test_freeze_whitening_bias_follows_the_epoch():
-    net = build("model.widths=[4,8,8]")
-    callback, module = FreezeWhiteningBias(epochs=3), SimpleNamespace(net=net)
-    for epoch, trainable in [(0, True), (2, True), (3, False), (7, False)]:
-        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch), module)
-        assert net.features[0].bias.requires_grad is trainable
-
-
-# ---- norm: momentum, eps, affine_weight -----------------------------------------------------------------------
-def test_norm_settings_reach_every_batchnorm():
-    net = build("norm=batch", "norm.momentum=0.4", "norm.eps=1e-12", "norm.affine_weight=false")
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(bns) == 6
-    for bn in bns:
-        assert (bn.momentum, bn.eps) == (0.4, 1e-12)
-        assert not bn.weight.requires_grad and bn.bias.requires_grad and bool((bn.weight == 1).all())
-
-
-def test_norm_defaults_build_the_same_network_as_before():
-    cfg = composed("norm=batch", "model.head=[16]")
-    assert (cfg.norm.momentum, cfg.norm.eps, cfg.norm.affine_weight) == (0.1, 1e-5, True)
-    old_style = {"name": "batch", "placement": "before_act"}  # a norm config from before these keys
-    nets = []
-    for norm_cfg in (cfg.norm, old_style):
-        torch.manual_seed(0)
-        nets.append(build_model(cfg.model, cfg.activation, norm_cfg, cfg.init, FMNIST, 10))
-    assert repr(nets[0]) == repr(nets[1])
-    new, old = (net.state_dict() for net in nets)
-    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new)
-    assert all(p.requires_grad for p in nets[0].parameters())
-
-
-@pytest.mark.parametrize("norm", ["group", "layer", "instance"])
-def test_eps_and_affine_weight_reach_the_other_norms(norm):
-    net = build(f"norm={norm}", "norm.eps=1e-3", "norm.affine_weight=false", "model.widths=[8,8,8]")
-    layers = [m for m in net.modules() if isinstance(m, nn.GroupNorm | nn.InstanceNorm2d)]
-    assert len(layers) == 6 and all(m.eps == 1e-3 and not m.weight.requires_grad for m in layers)
-
-
-BAD_NORM = [
-    (["norm=batch", "norm.momentum=0"], "norm.momentum", 0),
-    (["norm=batch", "norm.momentum=1.5"], "norm.momentum", 1.5),
-    (["norm=batch", "norm.eps=0"], "norm.eps", 0),
-    (["norm=batch", "norm.affine_weight=yes"], "norm.affine_weight", "yes"),
-    (["norm=group", "+norm.momentum=0.1"], "norm.momentum", 0.1),
-]
-
-
-@pytest.mark.parametrize("overrides,key,value", BAD_NORM, ids=[" ".join(o) for o, _, _ in BAD_NORM])
-def test_bad_norm_values_are_one_line_errors(overrides, key, value):
-    with pytest.raises(ConfigError) as e:
-        build(*overrides, "model.widths=[4,8,8]")
-    assert str(e.value).startswith(f"{key}={value!r}: ") and "\n" not in str(e.value)
-
-
-# ---- optimizer.norm_lr_scale -----------------------------------------------------------------------------------
-def norm_param_ids(net: nn.Module) -> set[int]:
-    return {id(p) for m in net.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
-
-
-@pytest.mark.parametrize("no_bias_decay", [False, True])
-def test_norm_lr_scale_puts_norm_layers_in_their_own_group(no_bias_decay):
-    net = build("norm=batch", "model.widths=[4,8,8]")
-    overrides = ["optimizer=nesterov", "optimizer.lr=1.5", "optimizer.weight_decay=0.01", "optimizer.norm_lr_scale=64"]
-    cfg = composed(*overrides, f"optimizer.no_bias_decay={str(no_bias_decay).lower()}").optimizer
-    groups = build_optimizer(net, cfg, global_batch=1024).param_groups
-    *others, norm = groups
-    assert {id(p) for p in norm["params"]} == norm_param_ids(net)
-    assert norm["lr"] == 96.0 and norm["weight_decay"] == (0.0 if no_bias_decay else 0.01 / 64)
-    assert all(g["lr"] == 1.5 for g in others) and others[0]["weight_decay"] == 0.01
-    assert len(others) == (2 if no_bias_decay else 1)
-    if no_bias_decay:  # the whitening bias: not a norm layer's, so no decay but the plain lr
-        assert [p.shape for p in others[1]["params"]] == [(24,)]
-    # a schedule multiplies every group's lr by the same factor: the ratio holds at every step
-    scheduler = build_scheduler(build_optimizer(net, cfg, 1024), composed("scheduler=linear").scheduler, 20, 4)
-    for _ in range(20):
-        optimizer = scheduler["scheduler"].optimizer
-        assert optimizer.param_groups[-1]["lr"] == pytest.approx(64 * optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler["scheduler"].step()
-
-
-def test_norm_lr_scale_default_keeps_one_group_and_bad_values_fail():
-    cfg = composed("optimizer=nesterov")
-    assert cfg.optimizer.norm_lr_scale == 1.0
-    (group,) = build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), cfg.optimizer, 128).param_groups
-    assert len(group["params"]) == 4
-    with pytest.raises(ConfigError, match=r"^optimizer.norm_lr_scale=0: a number > 0"):
-        validate(compose_cfg(["optimizer.norm_lr_scale=0"]))
-
-
-# ---- experiment=speedrun/cifar10 -------------------------------------------------------------------------------
-def test_speedrun_preset_is_airbench94_converted_to_a_mean_loss():
-    cfg = composed("experiment=speedrun/cifar10")
-    validate(cfg)
-    opt = cfg.optimizer
-    momentum, batch = 0.85, 1024
-    airbench_lr = 11.5 / (batch * (1 + 1 / (1 - momentum)))  # for a loss summed over the batch
-    airbench_wd = 0.0153 * batch / 11.5
-    assert opt.momentum == momentum and cfg.data.batch_size == batch
-    assert opt.lr == pytest.approx(airbench_lr * batch)  # mean loss: gradients 1/batch as large
-    assert opt.weight_decay == pytest.approx(airbench_wd / batch)
-    assert opt.lr * opt.weight_decay == pytest.approx(airbench_lr * airbench_wd)  # same decay per step
-    assert (cfg.norm.momentum, cfg.norm.eps, cfg.norm.affine_weight, opt.norm_lr_scale) == (0.4, 1e-12, False, 64.0)
-    assert (cfg.model.name, cfg.activation.name, cfg.loss.label_smoothing, cfg.trainer.max_epochs) == (
-        "speednet",
-        "gelu",
-        0.2,
-        10,
-    )
-    assert cfg.callbacks.lookahead._target_ == "trickbench.callbacks.lookahead.Lookahead"
