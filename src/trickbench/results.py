@@ -51,6 +51,7 @@ class Results(TypedDict):
     checkpoints: dict  # {"best", "last"}: paths or None
     git: dict  # {"commit", "dirty"}
     versions: dict  # package versions
+    metrics_lr: str  # what metrics.csv's lr column holds: "epoch_start", the lr of each epoch's first optimizer step
     test_last: NotRequired[dict]  # with test_last=true: {"acc", "loss"} of last.ckpt, the last epoch's weights
 
 
@@ -146,6 +147,7 @@ def run_results(
         },
         "git": git_info(),
         "versions": versions(),
+        "metrics_lr": "epoch_start",  # module.TrickModule.on_train_batch_start; older records logged the next epoch's
     }
     if test_last:
         results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
