@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import UnionType
+from typing import NotRequired, Union, get_args, get_origin, get_type_hints
 
 import lightning as L
 import pytest
@@ -21,6 +23,7 @@ from trickbench import speed, train
 from trickbench.config.validate import compose_run_config
 from trickbench.data import ImageDataModule
 from trickbench.models import build_model
+from trickbench.results import Results
 from trickbench.tricks import distill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +162,21 @@ def tiny_run_overrides(source: Path, data: str = "fashion_mnist", root: Path | N
 
 
 # ---- helpers more than one test file uses ------------------------------------------------------------
+# a run's results.json against its contract (tests/run/test_train.py, test_train_clean.py)
+def check_contract(results: dict) -> None:
+    """results.json against results.Results: every required key, no key it does not name, each of its type."""
+    hints = get_type_hints(Results)
+    assert Results.__required_keys__ <= results.keys() <= Results.__required_keys__ | Results.__optional_keys__
+    for key, value in results.items():
+        kind = hints[key]
+        kind = get_args(kind)[0] if get_origin(kind) is NotRequired else kind
+        union = get_origin(kind) in (Union, UnionType)
+        allowed = tuple(get_origin(a) or a for a in (get_args(kind) if union else (kind,)) if a is not type(None))
+        assert (value is None and union and type(None) in get_args(kind)) or isinstance(value, allowed), (key, kind)
+        if float in allowed:
+            assert not isinstance(value, bool)
+
+
 # composed augment nodes and a datamodule set up for fit (tests/tricks/test_mixing.py, tests/data/test_augment.py)
 def augment(*overrides: str):
     return compose_cfg(list(overrides)).augment

@@ -53,10 +53,10 @@ class SignalAt(L.Callback):
 class RecordTrainImages(L.Callback):
     """Saves the images each rank was served as uint8 (the run must use data.normalize=none and augment=none, so
     x * 255 gives the stored pixels back): <folder>/rank<R>.pt = {epoch: N,C,H,W training images, "val": the
-    last validation's images}."""
+    last validation's images}; <folder>/rank<R>-test.pt: the last test pass's images."""
 
     def __init__(self, folder: str):
-        self.folder, self.seen = Path(folder), {}
+        self.folder, self.seen, self.tested = Path(folder), {}, []
 
     @staticmethod
     def _pixels(batch):
@@ -75,6 +75,15 @@ class RecordTrainImages(L.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         epochs = {e: torch.cat(batches) for e, batches in self.seen.items()}
         torch.save(epochs, self.folder / f"rank{trainer.global_rank}.pt")
+
+    def on_test_epoch_start(self, trainer, pl_module):
+        self.tested = []
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.tested.append(self._pixels(batch))
+
+    def on_test_end(self, trainer, pl_module):
+        torch.save(torch.cat(self.tested), self.folder / f"rank{trainer.global_rank}-test.pt")
 
 
 class SleepPerBatch(L.Callback):

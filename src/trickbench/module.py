@@ -59,7 +59,7 @@ class TrickModule(L.LightningModule):
         # Updated every step, logged once per epoch: Lightning's self.log costs ~2 ms of host time per call (measured
         # on CPU: 7% of a default run's step). validate_args=False and nan_strategy="disable": their checks read
         # values back to the host. The states are not in state_dict: checkpoints hold weights only.
-        stages = ("train", "val", "test")
+        stages = ("train", "val", "test", "train_clean")
         self.acc = nn.ModuleDict(
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in stages}
         )
@@ -70,6 +70,8 @@ class TrickModule(L.LightningModule):
         self._interval_steps = 0
         self._repeated = False  # inside a step trick's extra pass over the batch (SAM's second)
         self._prepared: tuple | None = None  # the step's batch after the tricks' batch hooks, for that pass
+        self._epoch_lr: float | None = None  # the lr of the epoch's first optimizer step: metrics.csv's lr
+        self._test_stage = "test"  # what a test pass logs as: test, or train_clean (testing_as)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -142,11 +144,24 @@ class TrickModule(L.LightningModule):
             self.log("train/loss_step", self._interval_loss / self._interval_steps, on_step=True, on_epoch=False)
             self._interval_steps = 0
 
+    def on_train_batch_start(self, batch, batch_idx):
+        # read before the epoch's first optimizer step: schedulers step after it, and an epoch-interval one at the
+        # epoch's end, so the lr read there is the next epoch's. A run resumed mid-epoch keeps its checkpoint's value.
+        if batch_idx == 0 or self._epoch_lr is None:
+            self._epoch_lr = self.optimizers().param_groups[0]["lr"]
+
     def on_train_epoch_end(self):
         self._log_epoch("train")
         # per-step lr curves come from LearningRateMonitor; this is the epoch's value for metrics.csv
         # sync_dist: the same value on every rank, but Lightning warns about any unsynced epoch-level value under DDP
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        if self._epoch_lr is not None:
+            self.log("train/lr", self._epoch_lr, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["epoch_start_lr"] = self._epoch_lr  # a mid-epoch checkpoint (requeue) resumes past that step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._epoch_lr = checkpoint.get("epoch_start_lr")
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -154,11 +169,21 @@ class TrickModule(L.LightningModule):
     def on_validation_epoch_end(self):
         self._log_epoch("val")
 
+    @contextmanager
+    def testing_as(self, stage: str):
+        """Test passes log as <stage>/acc and <stage>/loss (train_clean: the training split, from
+        data.ImageDataModule.testing_on): TensorBoard and Trainer.test's answer keep them apart from the test's."""
+        self._test_stage = stage
+        try:
+            yield
+        finally:
+            self._test_stage = "test"
+
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+        self._eval_step(batch, self._test_stage)
 
     def on_test_epoch_end(self):
-        self._log_epoch("test")
+        self._log_epoch(self._test_stage)
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self, self.trainer.world_size * self.trainer.accumulate_grad_batches)

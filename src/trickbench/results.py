@@ -44,14 +44,17 @@ class Results(TypedDict):
     threads: int
     n_jobs: int  # jobs of the sweep that ran at once on the machine
     speed: dict  # speed.resolve's settings, the data device, a compile's first batch
-    timing: dict  # fit_s, train_s, val_s, epoch_s (a list), train_images_per_s
+    timing: dict  # fit_s, train_s, val_s, epoch_s (a list), train_images_per_s; train_clean_s with train_clean
     images_per_s: float | None  # training throughput, all ranks together
     source_sha256: str
     normalization: dict
     checkpoints: dict  # {"best", "last"}: paths or None
     git: dict  # {"commit", "dirty"}
     versions: dict  # package versions
+    metrics_lr: str  # what metrics.csv's lr column holds: "epoch_start", the lr of each epoch's first optimizer step
     test_last: NotRequired[dict]  # with test_last=true: {"acc", "loss"} of last.ckpt, the last epoch's weights
+    # with train_clean=true: {"acc", "loss"} of last.ckpt on the training split without augmentation or dropout
+    train_clean: NotRequired[dict]
 
 
 REPO = Path(__file__).resolve().parent
@@ -102,18 +105,21 @@ def run_results(
     module,
     dm,
     last: dict,
-    test: dict,
-    test_last: dict,
+    passes: dict,
     started: float,
     fit_seconds: float,
     job: JobContext,
     settings: dict,
 ) -> Results:
-    """What a finished run writes to results.json (the Results contract above), all of it: last, test and test_last
-    are the metrics after fit, of the best checkpoint's test and of last.ckpt's (empty when not tested)."""
+    """What a finished run writes to results.json (the Results contract above), all of it: last, the metrics after
+    fit; passes, the metrics of the test passes after it that ran (Trainer.test's), by their results.json key: test,
+    test_last and train_clean (with its "seconds")."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
     timing = {"fit_s": round(fit_seconds, 3), **_timing(trainer)}
+    if "train_clean" in passes:
+        timing["train_clean_s"] = round(passes["train_clean"]["seconds"], 3)
+    test = passes.get("test", {})
     per_rank = timing.get("train_images_per_s")
     results: Results = {
         "status": "ok",
@@ -146,9 +152,11 @@ def run_results(
         },
         "git": git_info(),
         "versions": versions(),
+        "metrics_lr": "epoch_start",  # module.TrickModule.on_train_batch_start; older records logged the next epoch's
     }
-    if test_last:
-        results["test_last"] = {"acc": test_last.get("test/acc"), "loss": test_last.get("test/loss")}
+    for key, stage in (("test_last", "test"), ("train_clean", "train_clean")):
+        if key in passes:
+            results[key] = {"acc": passes[key].get(f"{stage}/acc"), "loss": passes[key].get(f"{stage}/loss")}
     return results
 
 

@@ -118,16 +118,8 @@ def _train(cfg: DictConfig, job: sweep.JobContext, settings: dict, last: LastChe
     trainer.fit(module, dm, ckpt_path=last.path if last else None)
     fit_seconds = time.time() - fit_start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # before test() replaces them
-    test = {}
-    if cfg.get("test_after_fit", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-        test = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
-    test_last = {}
-    last_ckpt = out_dir / LAST_CKPT
-    if cfg.get("test_last") and last_ckpt.exists():  # the last epoch's weights too: no choice made on a val split
-        test_last = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
-
-    results = run_results(cfg, trainer, module, dm, metrics, test, test_last, began, fit_seconds, job, settings)
+    passes = _test_passes(cfg, trainer, module, dm)
+    results = run_results(cfg, trainer, module, dm, metrics, passes, began, fit_seconds, job, settings)
     if not trainer.is_global_zero:  # DDP: every rank runs this function; one writes
         return results
     write_json(out_dir / "results.json", results)
@@ -140,6 +132,26 @@ def _train(cfg: DictConfig, job: sweep.JobContext, settings: dict, last: LastChe
         Path(cfg.paths.log_dir) / cfg.task_name,
     )
     return results
+
+
+def _test_passes(cfg: DictConfig, trainer: L.Trainer, module: TrickModule, dm) -> dict:
+    """The Trainer.test passes after fit, by their results.json key: test (the best val checkpoint), test_last and
+    train_clean (both last.ckpt, the last epoch's weights)."""
+    passes = {}
+    if cfg.get("test_after_fit", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        passes["test"] = trainer.test(module, dm, ckpt_path=best or None, verbose=False)[0]
+    last_ckpt = Path(cfg.paths.output_dir) / LAST_CKPT
+    if not last_ckpt.exists():
+        return passes
+    if cfg.get("test_last"):  # the last epoch's weights too: no choice made on a val split
+        passes["test_last"] = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
+    if cfg.get("train_clean"):  # how well those weights fit the training images, without augmentation or dropout
+        start = time.time()
+        with dm.testing_on("train"), module.testing_as("train_clean"):
+            passes["train_clean"] = trainer.test(module, dm, ckpt_path=str(last_ckpt), verbose=False)[0]
+        passes["train_clean"]["seconds"] = time.time() - start
+    return passes
 
 
 def _build(cfg: DictConfig, dm, settings: dict, step_tricks: list, loggers: list) -> tuple[TrickModule, L.Trainer]:

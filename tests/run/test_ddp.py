@@ -39,7 +39,8 @@ def dm(overrides):
 def ddp_run(overrides, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     record = ["+callbacks.record._target_=hooks.RecordTrainImages", f"+callbacks.record.folder={tmp / 'seen'}"]
-    proc = train_cli(*overrides, *DDP, "trainer.max_epochs=2", *record, f"hydra.run.dir={tmp / 'run'}")
+    run = ["trainer.max_epochs=2", "train_clean=true", f"hydra.run.dir={tmp / 'run'}"]
+    proc = train_cli(*overrides, *DDP, *run, *record)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp, proc
 
@@ -72,18 +73,39 @@ def test_logged_val_accuracy_is_a_single_process_evaluation_of_the_final_weights
     run_dir = tmp / "run"
     with open(run_dir / "metrics.csv") as fh:
         last = [r for r in csv.DictReader(fh) if r["val_acc"]][-1]
+    acc, loss = _last_ckpt_on(dm.val_set, run_dir, overrides, dm)  # the weights the last validation ran with
+    assert len(dm.val_set) == 41
+    assert float(last["val_acc"]) == acc
+    assert float(last["val_loss"]) == pytest.approx(loss, rel=1e-5)
+
+
+def _last_ckpt_on(split, run_dir, overrides, dm) -> tuple[float, float]:
+    """last.ckpt's accuracy (float32, as the metric computes it) and mean loss on split, in one process, at the
+    run's precision (bf16-mixed: under CPU autocast, as Lightning runs it)."""
     cfg = compose_cfg(overrides)
     net = build_model(cfg.model, cfg.activation, cfg.norm, cfg.init, dm.shape, dm.num_classes)
     module = build_module(cfg, net, dm.num_classes)
-    module.load_state_dict(last_weights(run_dir))  # last.ckpt: the weights the last validation ran with
+    module.load_state_dict(last_weights(run_dir))
     module.eval()
-    with torch.no_grad():
-        logits = module(dm.transform(dm.val_set.x, train=False))
-    correct = int((logits.argmax(1) == dm.val_set.y).sum())
-    assert len(dm.val_set) == 41
-    assert float(last["val_acc"]) == float(torch.tensor(correct, dtype=torch.float32) / 41)
-    loss = torch.nn.functional.cross_entropy(logits, dm.val_set.y)
-    assert float(last["val_loss"]) == pytest.approx(float(loss), rel=1e-5)
+    bf16 = json.loads((run_dir / "results.json").read_text())["precision"] == "bf16-mixed"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = module(dm.transform(split.x, train=False))
+        loss = torch.nn.functional.cross_entropy(logits, split.y)
+    correct = int((logits.argmax(1) == split.y).sum())
+    return float(torch.tensor(correct, dtype=torch.float32) / len(split)), float(loss)
+
+
+@pytest.mark.slow
+def test_train_clean_evaluates_every_training_image_once_across_the_ranks(ddp_run, overrides, dm):
+    tmp, _ = ddp_run
+    # the run's last test pass is train_clean's
+    shares = [[bytes(img.numpy()) for img in torch.load(tmp / "seen" / f"rank{r}-test.pt")] for r in (0, 1)]
+    assert list(map(len, shares)) == [60, 60]  # 120 training images, no padding, no whole split per rank
+    assert sorted(shares[0] + shares[1]) == sorted(bytes(img.numpy()) for img in dm.train_set.x)
+    results = json.loads((tmp / "run" / "results.json").read_text())
+    acc, loss = _last_ckpt_on(dm.train_set, tmp / "run", overrides, dm)
+    assert results["train_clean"]["acc"] == acc
+    assert results["train_clean"]["loss"] == pytest.approx(loss, rel=1e-5)
 
 
 @pytest.mark.slow

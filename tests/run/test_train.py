@@ -3,29 +3,12 @@
 import json
 import subprocess
 import sys
-from types import UnionType
-from typing import NotRequired, Union, get_args, get_origin, get_type_hints
 
 import pytest
-from conftest import ROOT, compose_cfg, tiny_run_overrides
+from conftest import ROOT, check_contract, compose_cfg, tiny_run_overrides
 
 from trickbench.loggers import COLUMNS, read_metrics_csv
-from trickbench.results import Results
 from trickbench.train import run
-
-
-def check_contract(results: dict) -> None:
-    """results.json against results.Results: every required key, no key it does not name, each of its type."""
-    hints = get_type_hints(Results)
-    assert Results.__required_keys__ <= results.keys() <= Results.__required_keys__ | Results.__optional_keys__
-    for key, value in results.items():
-        kind = hints[key]
-        kind = get_args(kind)[0] if get_origin(kind) is NotRequired else kind
-        union = get_origin(kind) in (Union, UnionType)
-        allowed = tuple(get_origin(a) or a for a in (get_args(kind) if union else (kind,)) if a is not type(None))
-        assert (value is None and union and type(None) in get_args(kind)) or isinstance(value, allowed), (key, kind)
-        if float in allowed:
-            assert not isinstance(value, bool)
 
 
 def _cli(*args, cwd=ROOT, timeout=240):
@@ -45,6 +28,8 @@ def test_one_epoch_run_writes_results_metrics_and_checkpoints(one_epoch_run):
     assert on_disk == json.loads(json.dumps(results))
     check_contract(on_disk)
     assert on_disk["status"] == "ok" and on_disk["error"] is None
+    assert "train_clean" not in on_disk and "test_last" not in on_disk  # off unless a results preset asks
+    assert on_disk["metrics_lr"] == "epoch_start"
     assert on_disk["dataset"] == dataset and on_disk["device"] == "cpu" and on_disk["epochs"] == 1
     assert 0.0 <= on_disk["test"]["acc"] <= 1.0 and on_disk["test"]["loss"] > 0
     assert on_disk["val"]["acc_best"] == on_disk["val"]["acc_last"]  # one epoch: best is last

@@ -15,6 +15,7 @@ from conftest import ROOT, same_weights, tiny_run_overrides, train_cli
 
 from trickbench.config import CONF_DIR
 from trickbench.data.loader import EpochOrder, TensorLoader
+from trickbench.loggers import read_metrics_csv
 
 PARTITION = "debug"
 
@@ -72,7 +73,8 @@ def test_loader_resumes_its_pass_at_the_saved_batch():
 
 @pytest.fixture(scope="module")
 def slow_run(tmp_path_factory, fmnist_mirror):
-    """One epoch of 45 batches with dropout and augmentation: every interruption falls mid-epoch."""
+    """One epoch of 45 batches with dropout, augmentation and a per-step lr schedule: every interruption falls
+    mid-epoch."""
     tmp = tmp_path_factory.mktemp("timelimit")
     overrides = [
         *tiny_run_overrides(fmnist_mirror, root=tmp / "data"),
@@ -84,6 +86,7 @@ def slow_run(tmp_path_factory, fmnist_mirror):
         "trainer.limit_test_batches=1",
         "model.dropout=0.3",
         "augment=crop_flip",
+        "scheduler=linear",
         "seed=3",
         "threads=1",
     ]
@@ -114,6 +117,9 @@ def test_sigterm_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(slow_r
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
     assert same_weights(tmp / "term", tmp / "whole")
+    # the resumed epoch's lr is still that of its first step (lr0), not of the step it resumed at
+    lrs = [[row["lr"] for row in read_metrics_csv(tmp / run / "metrics.csv")] for run in ("term", "whole")]
+    assert lrs[0] == lrs[1] == [pytest.approx(json.loads((tmp / "whole" / "results.json").read_text())["lr"])]
 
 
 # ---- a real cluster --------------------------------------------------------------------------------------------

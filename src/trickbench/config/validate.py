@@ -162,6 +162,7 @@ RULES = [
     Rule("trainer.gradient_clip_algorithm", optional(one_of(("norm", "value"))), "null, norm or value"),
     Rule("test_after_fit", boolean, "true or false"),
     Rule("test_last", boolean, "true or false (also test last.ckpt, the last epoch's weights)"),
+    Rule("train_clean", boolean, "true or false (also evaluate last.ckpt on the training split, unaugmented)"),
     *[Rule(f"paths.{k}", text, "a folder") for k in ("log_dir", "data_dir")],
     Rule("paths.output_dir", optional(text), "a folder (null only while composing outside a run)"),
     *TRAINER,

@@ -3,6 +3,7 @@ train/val split kept on the accelerator (data.on_device), and the batch pipeline
 batch's device."""
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -80,6 +81,7 @@ class ImageDataModule(L.LightningDataModule):
         self.normalize, self.augment_cfg, self.seed = normalize, augment or {}, seed
         self.on_device = on_device
         self._resident: dict[str, Split] = {}  # the splits on the device they are served from
+        self._test_split = "test"  # the split test passes read (testing_on)
         self.info: dict = {}
         self.transform: BatchTransform | None = None
         self.cache_hit: bool | None = None
@@ -198,8 +200,18 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return self._eval_loader(self._served("val"))
 
+    @contextmanager
+    def testing_on(self, split: str):
+        """Test passes read another split: "train" for train_clean (train.py), each training image once across the
+        ranks, normalized only (on_after_batch_transfer: a test pass is not training)."""
+        self._test_split = split
+        try:
+            yield
+        finally:
+            self._test_split = "test"
+
     def test_dataloader(self):
-        return self._eval_loader(self._served("test"))
+        return self._eval_loader(self._served(self._test_split))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # the module's example input (model summary): images as served
