@@ -97,7 +97,7 @@ def cases() -> list[tuple[list[str], list[str]]]:
     the preset, everything else against the defaults."""
     out = [([f"{g}={o}"], []) for g in ALONE for o in options(g)]
     for preset in options("experiment"):
-        for scale in ([None, "cpu", "gpu"] if preset.startswith(SCALED) else [None]):
+        for scale in (["cpu", "gpu"] if preset.startswith(SCALED) else [None]):  # a results sweep names its scale
             base = [f"experiment={preset}", *([f"scale={scale}"] if scale else [])]
             out.append((base, []))
             try:
