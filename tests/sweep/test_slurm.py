@@ -146,6 +146,7 @@ def cluster():
     ]
 
 
+@pytest.mark.slow  # a real SLURM cluster's jobs (tests/slurm/start-cluster.sh)
 def test_a_sweep_runs_on_slurm_to_its_report(cluster, tmp_path, fmnist_mirror):
     sweep = tmp_path / "sweep"
     overrides = tiny_run_overrides(fmnist_mirror, root=tmp_path / "data")
@@ -162,6 +163,7 @@ def test_a_sweep_runs_on_slurm_to_its_report(cluster, tmp_path, fmnist_mirror):
     assert tasks == ["0", "1"]  # one SLURM array, a task per job
 
 
+@pytest.mark.slow  # a real SLURM cluster's jobs (tests/slurm/start-cluster.sh)
 def test_a_time_limit_requeues_and_the_job_ends_as_if_never_stopped(cluster, slow_run):
     tmp, overrides = slow_run
     sweep = tmp / "timelimit"
