@@ -129,6 +129,15 @@ def _share(value, shared: dict):
     return f"<shared {key}>"
 
 
+def file_values(path: Path, group: str = "") -> dict:
+    """The key=values a conf/ file sets, its defaults list aside, under its package: the group's, or the top level
+    for a `# @package _global_` file (and for conf/train.yaml, group "")."""
+    package = "" if "@package _global_" in path.read_text() else group.replace("/", ".")
+    body = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    body.pop("defaults", None)
+    return flat(body, f"{package}." if package else "")
+
+
 def snapshot() -> dict:
     """{"base": every leaf of the default composition, "cases": {command: [the command it differs from, the
     leaves that differ]}, "shared": long values by hash}; a leaf the case lacks is listed under "<removed>", a

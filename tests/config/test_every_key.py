@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from composed import file_values
 from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -55,19 +56,7 @@ def leaves(node, prefix=""):
 
 def file_keys(group: str, path) -> set[str]:
     """The keys an option's yaml sets (Hydra's package: the group's, or _global_), without its defaults list."""
-    text = path.read_text()
-    package = "" if "@package _global_" in text else group.replace("/", ".") + "."
-    node = OmegaConf.load(path)
-    node.pop("defaults", None)
-    raw = OmegaConf.to_container(node, resolve=False)
-    keys = set()
-
-    def walk(n, p):
-        for k, v in n.items():
-            walk(v, f"{p}{k}.") if isinstance(v, dict) and v else keys.add(f"{p}{k}")
-
-    walk(raw, package)
-    return {k for k in keys if not k.startswith("hydra.")}
+    return {k for k in file_values(path, group) if not k.startswith("hydra.")}
 
 
 def options() -> list[str]:

@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from composed import CONF, SNAPSHOT, flat
+from composed import CONF, SNAPSHOT, file_values
 
 GLOBAL = "# @package _global_"
 
 
 def _yaml(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-
-
-def leaves(path: Path, package: str = "") -> dict:
-    """The file's key=values (its defaults list aside), under its package."""
-    body = {k: v for k, v in _yaml(path).items() if k != "defaults"}
-    return flat(body, f"{package}." if package else "")
 
 
 def choices(path: Path) -> dict:
@@ -41,7 +35,7 @@ def presets() -> list[Path]:
 
 
 def tricks() -> dict[str, tuple[dict, dict]]:
-    return {p.stem: (leaves(p), choices(p)) for p in sorted((CONF / "trick").glob("*.yaml"))}
+    return {p.stem: (file_values(p), choices(p)) for p in sorted((CONF / "trick").glob("*.yaml"))}
 
 
 def _selection(preset: Path) -> str:
@@ -71,16 +65,16 @@ def composed_choices() -> dict[str, dict]:
 
 
 def shared_defaults(selected: dict) -> dict:
-    out = leaves(CONF / "train.yaml") | leaves(CONF / "data" / "common" / "image.yaml", "data")
+    out = file_values(CONF / "train.yaml") | file_values(CONF / "data" / "common" / "image.yaml", "data")
     for group, option in selected.items():
         path = CONF / group / f"{option}.yaml"
         if option and "/" not in group and path.is_file() and not path.read_text().startswith(GLOBAL):
-            out |= leaves(path, group)
+            out |= file_values(path, group)
     return out
 
 
 def restated(preset: Path, selected: dict, trick_table: dict) -> list[str]:
-    own, own_choices = leaves(preset), choices(preset)
+    own, own_choices = file_values(preset), choices(preset)
     found = []
     for name, (values, groups) in trick_table.items():
         found += [f"{k}={v} (trick={name})" for k, v in own.items() if k in values and values[k] == v]
