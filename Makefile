@@ -20,6 +20,9 @@ SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
 # where=<what a run or sweep needs to continue in folder $$dir>: resume= once the folder exists (finished jobs are
 # skipped, a killed one continues from its last.ckpt), else the folder itself
 WHERE = if [ -d $$dir ]; then where=resume=$$dir; else where=hydra.$(1).dir=$$dir; fi
+# the committed records of a sweep with no folder here (a fresh clone, another machine) become its folder first, so
+# its finished jobs are skipped: a reproduction continues across machines and sittings
+RESTORE = $(BIN)/python -m trickbench.report.records --restore --from $(RESULTS) --to $(RECORDS)
 
 .PHONY: install train test test-fast clean help reproduce records results-page pilot pilot-zero-gamma pilot-part-b pilot-converged
 
@@ -54,6 +57,7 @@ clean:  ## remove run logs (not the data cache)
 
 reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), then the page; DATA_FASHION=, DATA_CIFAR=
 	@case "$(SCALE)" in cpu|gpu) ;; *) echo "error: SCALE=$(SCALE): cpu or gpu"; exit 2 ;; esac
+	@$(RESTORE)
 	@failed=0; start=$$(date +%s); \
 	if [ "$(SCALE)" = gpu ]; then \
 		dir=$(RESULTS)/gpu/part_d_teacher; \
@@ -87,6 +91,7 @@ pilot:  ## on a GPU machine: the pilot that picks Part D's length (its report.md
 	$(BIN)/python train.py -m experiment=results/part_d_pilot $(if $(DATA_CIFAR),data.source=$(DATA_CIFAR)) $$where
 
 pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths, 12 epochs, seed 0 (they pick Part B's CPU scale)
+	@$(RESTORE)
 	@failed=0; for p in part_b_pilot part_b_pilot_long part_b_solutions_pilot; do \
 		dir=$(RESULTS)/cpu/$$p; $(call WHERE,sweep); \
 		$(BIN)/python train.py -m experiment=results/$$p scale=cpu seed=0 $(SOURCES) $(ARGS) $$where || failed=1; \
@@ -94,11 +99,13 @@ pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths, 1
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; exit $$failed
 
 pilot-converged:  ## on CPU: Part D's baseline twice as long, seeds 0-2 (Part D's premise "converged for its length")
+	@$(RESTORE)
 	@dir=$(RESULTS)/cpu/part_d_converged_pilot; $(call WHERE,sweep); \
 	$(BIN)/python train.py -m experiment=results/part_d_converged_pilot scale=cpu $(SOURCES) $(ARGS) $$where && \
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)
 
 pilot-zero-gamma:  ## on CPU: zero-gamma alone vs the baseline at 15, 30, 60 epochs (the page's Method prints it)
+	@$(RESTORE)
 	@dir=$(RESULTS)/cpu/part_d_zero_gamma_pilot; $(call WHERE,sweep); \
 	$(BIN)/python train.py -m experiment=results/part_d_zero_gamma_pilot scale=cpu $(SOURCES) $(ARGS) $$where && \
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)

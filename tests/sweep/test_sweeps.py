@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,29 @@ def test_resume_skips_finished_jobs_and_reruns_the_rest(joblib_sweep, fmnist_mir
     assert after == before  # finished jobs untouched
     assert json.loads((rerun / "results.json").read_text())["status"] == "ok"
     assert (rerun / ".hydra" / "overrides.yaml").exists()  # the first attempt's record is kept
+
+
+@pytest.mark.slow
+def test_records_restored_on_another_machine_resume_the_sweep_skipping_their_jobs(joblib_sweep, fmnist_mirror):
+    from trickbench.report import records
+
+    tmp, folder, args = joblib_sweep
+    committed = tmp / "records"
+    records.copy_records(tmp / "logs" / "train", committed)  # <scale>/<part>/ = multiruns/<stamp>/
+    part = committed / "multiruns" / folder.name
+    assert "<outside the repository>" in (part / "0" / "results.json").read_text()  # no path of this machine
+    shutil.rmtree(part / "2")  # a job the sitting did not finish
+    elsewhere = tmp / "other"  # another checkout: a fresh results folder, the dataset at another path
+    elsewhere.mkdir()
+    (elsewhere / "mirror").symlink_to(fmnist_mirror, target_is_directory=True)
+    assert records.restore_records(committed, elsewhere / "logs") == [elsewhere / "logs" / "multiruns" / folder.name]
+    assert records.restore_records(committed, elsewhere / "logs") == []  # a folder there is never overwritten
+    restored = elsewhere / "logs" / "multiruns" / folder.name
+    before = {p.parent.name: p.read_bytes() for p in restored.glob("[01]/results.json")}
+    proc, _ = _sweep(elsewhere, elsewhere / "mirror", *args, f"resume={restored}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.parent.name: p.read_bytes() for p in restored.glob("[01]/results.json")} == before  # skipped
+    assert json.loads((restored / "2" / "results.json").read_text())["status"] == "ok"
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
     python -m trickbench.report.records [--from logs/results] [--to docs/results/runs]
     python -m trickbench.report.records --sanitize [--to docs/results/runs]   (rewrite paths of records already there)
+    python -m trickbench.report.records --restore [--from logs/results] [--to docs/results/runs]
 
 For each job folder under <from>/<scale>/<part>/ (one with a results.json): its results.json, metrics.csv and config,
 and, where its TensorBoard holds per-layer gradient norms, their first and last logged steps as grad_norm.json, go to
@@ -9,7 +10,12 @@ and, where its TensorBoard holds per-layer gradient norms, their first and last 
 for a job first started in a resume= sitting, the one Hydra wrote to .hydra/resumed-<time>/ (the earliest): either
 way the record's .hydra/config.yaml. A job with no config stops the copy before anything is copied. Nothing large:
 no checkpoints, no event files. A record already there is replaced (a rerun job's newer results win). Every copied
-text file names paths relative to the repository (record_paths.py): no machine's absolute path is committed."""
+text file names paths relative to the repository (record_paths.py): no machine's absolute path is committed.
+
+--restore goes the other way, for a sweep to continue on a fresh clone or another machine: each <scale>/<part>/ of
+the records whose sweep folder under <from> does not exist is copied there, so that resume= skips its finished
+jobs (a job matches by what it trains; a dataset file's path is placement, sweep/context.py). Records of a preset
+since changed are not this command's jobs: remove them before a new sweep of that part."""
 
 import argparse
 import json
@@ -87,12 +93,29 @@ def copy_records(source: Path, target: Path) -> list[Path]:
     return copied
 
 
+def restore_records(records: Path, results: Path) -> list[Path]:
+    """Copy each <scale>/<part>/ of records whose folder under results is absent; the sweep folders made."""
+    made = []
+    for part in sorted(p for scale in records.iterdir() if scale.is_dir() for p in scale.iterdir() if p.is_dir()):
+        dest = results / part.relative_to(records)
+        if not dest.exists():
+            shutil.copytree(part, dest)
+            made.append(dest)
+    return made
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trickbench.report.records", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="source", type=Path, default=Path(RESULTS), help="<scale>/<part>/ sweeps")
     parser.add_argument("--to", dest="target", type=Path, default=Path("docs/results/runs"), help="the records")
     parser.add_argument("--sanitize", action="store_true", help="only rewrite the paths of the records in --to")
+    parser.add_argument("--restore", action="store_true", help="copy records into --from where a sweep has no folder")
     args = parser.parse_args(argv)
+    if args.restore:
+        made = restore_records(args.target, args.source) if args.target.is_dir() else []
+        print(f"restored {len(made)} sweep folder(s) from {args.target}: {', '.join(map(str, made)) or '-'}",
+              file=sys.stderr)
+        return 0
     if args.sanitize:
         changed = sanitize_records(args.target, {str(Path.cwd().resolve()): ""})
         print(f"rewrote the paths of {len(changed)} files under {args.target}", file=sys.stderr)

@@ -19,8 +19,11 @@ from trickbench.rules import Rule, integer, optional
 from trickbench.sweep.placement import LauncherKind, cpu_ranks, launcher_kind, processes
 
 RULES = [Rule("threads", optional(integer(1)), "null (cores / parallel jobs) or an integer >= 1")]
-# Overrides that say where or how a job runs, not what it trains: ignored when matching and grouping jobs.
-PLACEMENT_KEYS = ("resume", "hydra.", "threads")
+# Overrides that say where or how a job runs, not what it trains: ignored when matching and grouping jobs. The paths
+# of the logs and of a dataset's files and cache (paths.*, scale.sources.*, data.source, data.root) are: they differ
+# between machines, and records restored on another machine must resume (report/records.py --restore); results.json
+# names the dataset.
+PLACEMENT_KEYS = ("resume", "hydra.", "threads", "paths.", "scale.sources.", "data.source=", "data.root=")
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def job_overrides() -> list[str]:
 
 
 def what_it_trains(overrides: list[str]) -> list[str]:
-    """The overrides that change the trained model (drops resume=, hydra.*, threads=)."""
+    """The overrides that change the trained model (drops resume=, hydra.*, threads=, the dataset's paths)."""
     return sorted(o for o in overrides if not o.lstrip("+~").startswith(PLACEMENT_KEYS))
 
 
