@@ -90,11 +90,11 @@ pilot:  ## on a GPU machine: the pilot that picks Part D's length (its report.md
 	@dir=$(RESULTS)/gpu/part_d_pilot; $(call WHERE,sweep); \
 	$(BIN)/python train.py -m experiment=results/part_d_pilot $(if $(DATA_CIFAR),data.source=$(DATA_CIFAR)) $$where
 
-pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths, 12 epochs, seed 0 (they pick Part B's CPU scale)
+pilot-part-b:  ## on CPU: Part B's nets and solutions at the lecture's widths (they pick Part B's CPU scale; each preset says its length)
 	@$(RESTORE)
-	@failed=0; for p in part_b_pilot part_b_pilot_long part_b_solutions_pilot; do \
-		dir=$(RESULTS)/cpu/$$p; $(call WHERE,sweep); \
-		$(BIN)/python train.py -m experiment=results/$$p scale=cpu seed=0 $(SOURCES) $(ARGS) $$where || failed=1; \
+	@failed=0; for p in part_b_pilot part_b_pilot_long part_b_pilot_data part_b_solutions_pilot; do \
+		dir=$(RESULTS)/cpu/$$p; $(call WHERE,sweep); seeds=0; [ $$p = part_b_pilot_data ] && seeds=0,1; \
+		$(BIN)/python train.py -m experiment=results/$$p scale=cpu seed=$$seeds $(SOURCES) $(ARGS) $$where || failed=1; \
 	done; \
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; exit $$failed
 

@@ -70,6 +70,7 @@ results:
   part: A
   story: test
   baseline: variant=p/base
+  departs: batch 128 (the source's, 256)
   not_run_claims: {A2: "no outcome in the text"}
   claims:
     - id: A0
@@ -81,12 +82,17 @@ results:
       says: better beats base
       metric: test
       source_figure: "lecture: test ~89%"
+      note: lr x0.96 per epoch as the source, whatever the length
       better: [variant=p/better, variant=p/base]
     - says: better trains better than base
       project: true
       metric: train
       better: [variant=p/better, variant=p/base]
 """
+
+
+# a row's setup against the source's: the claim's note, then its part's departures
+SETUP = " (setup: lr x0.96 per epoch as the source, whatever the length; batch 128 (the source's, 256))"
 
 
 def _page(tmp_path: Path, clean: float) -> str:
@@ -104,8 +110,9 @@ def _page(tmp_path: Path, clean: float) -> str:
 def test_a_failed_premise_stops_the_claims_of_its_part(tmp_path):
     text = _page(tmp_path, clean=0.52)  # clean train 52 vs test 50-52: no overfitting
     summary = text[text.index("## Summary") : text.index("## Method")]
-    assert "| A0 | [Part A: premise: the base net overfits](#t) | lecture | - | **fails** |" in summary
-    claim = "| A1 | [Part A: a better net does better](#t) | lecture | lecture: test ~89% |"
+    departs = " (setup: batch 128 (the source's, 256))"
+    assert f"| A0 | [Part A: premise: the base net overfits{departs}](#t) | lecture | - | **fails** |" in summary
+    claim = f"| A1 | [Part A: a better net does better{SETUP}](#t) | lecture | lecture: test ~89% |"
     assert f"{claim} **premise failed: the base net overfits** |" in summary
     assert "**Premise failed:** the base net overfits." in text and "**supports**" not in summary
 
@@ -115,20 +122,21 @@ def test_claims_carry_ids_source_figures_units_and_what_seeds_resolve(tmp_path):
     summary = text[text.index("## Summary") : text.index("## Method")]
     half = 100 * T_975_2 * 0.01 / math.sqrt(3)  # better - base: +2, +3, +4 points, sd 1
     assert (
-        f"| A1 | [Part A: a better net does better](#t) | lecture | lecture: test ~89% | **supports** | "
+        f"| A1 | [Part A: a better net does better{SETUP}](#t) | lecture | lecture: test ~89% | **supports** | "
         f"CIFAR-10 (JPEG q75 copy): Δ +3.00 [{3 - half:+.2f}, {3 + half:+.2f}] points of test accuracy "
         f"| ±{half:.2f} |"
     ) in summary
     # +10 points every seed: zero variance, flagged, no interval and nothing it resolves
     assert (
-        "| - | [Part A: better trains better than base](#t) | project | - | **inconclusive** | CIFAR-10 (JPEG q75 "
+        "| - | [Part A: better trains better than base (setup: batch 128 (the source's, 256))](#t) | project | - | "
+        "**inconclusive** | CIFAR-10 (JPEG q75 "
         "copy): Δ +10.00 (zero variance: every seed gave the same, no interval) points of train accuracy | - |"
     ) in summary
     assert "| A2 | [Part A](#t) | - | - | **not run at this scale** | no outcome in the text | - |" in summary
     # one claim's interval (A1; a premise's is no claim): 5% of one decided by chance, one decided on the page
     assert "1 claim verdict(s) above rest on a 95% interval; were every effect zero,\nabout 0.1 of them (5%)" in text
     assert "*supports* or *contradicts*. The page shows 1." in text
-    assert "- **A1** a better net does better (checked as: better beats base; lecture: test ~89%)" in text
+    assert f"- **A1** a better net does better (checked as: better beats base; lecture: test ~89%){SETUP}" in text
     assert "- **A2** not run at this scale: no outcome in the text" in text
 
 

@@ -16,7 +16,7 @@ from trickbench.train import run
 T_975_2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom
 PRESETS = sorted(p.stem for p in (CONF / "experiment" / "results").glob("*.yaml"))
 PILOTS = ("part_d_teacher", "part_d_pilot", "part_d_zero_gamma_pilot", "part_d_converged_pilot", "part_b_pilot",
-          "part_b_pilot_long", "part_b_solutions_pilot")
+          "part_b_pilot_long", "part_b_pilot_data", "part_b_solutions_pilot")
 SWEEPS = [p for p in PRESETS if p not in PILOTS]
 # one job per preset: the configuration that exercises the most of it (at CPU scale unless it is GPU-only)
 ONE_STEP = {
@@ -30,6 +30,7 @@ ONE_STEP = {
     "part_d_teacher": [],
     "part_b_pilot": ["variant=part_b/relu_12conv"],
     "part_b_pilot_long": ["variant=part_b/sigmoid_2block"],
+    "part_b_pilot_data": ["variant=part_b/sigmoid_2block"],
     "part_d_converged_pilot": [],
     "part_b_solutions_pilot": ["trick=he_init"],
 }

@@ -14,7 +14,8 @@ What the page shows of a claim (all optional; a claim without them is rendered b
 A1, B2, ...; a list gives each expanded pair its own), `source_says` (the source's wording, shown instead of says),
 `source_figure` (the source's own figure, e.g. "lecture: train 69.3 -> 93.8"), `source` (lecture, Bag of Tricks),
 `project: true` (the project's own claim, not a source's), `metric` (the source's: train, or test / val, both judged
-on the last epoch's test accuracy, the only held-out figure no choice was made on)."""
+on the last epoch's test accuracy, the only held-out figure no choice was made on), `note` (how the setup of this
+claim follows or departs from the source's, printed on its row beside the part's `results.departs`)."""
 
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ HOLDS, FAILS, UNJUDGED = "holds", "fails", "cannot be judged"
 NOT_RUN, NOT_MEASURED, CITED = "not run at this scale", "not measured yet", "cited"
 PREMISE_FAILED = "premise failed"
 SOURCE_METRICS = {"test": "test_last", "val": "test_last"}  # the source's held-out metric -> the verdicts' figure
-PER_PAIR = ("id", "source_says", "source_figure")
+PER_PAIR = ("id", "source_says", "source_figure", "note")
 
 
 @dataclass
@@ -81,6 +82,12 @@ def expand(claims: list[dict]) -> list[dict]:
 def text(claim: dict) -> str:
     """The claim as the page words it: the source's wording where the preset gives it."""
     return claim.get("source_says") or claim["says"]
+
+
+def setup_notes(claim: dict, departs=None) -> str:
+    """What the row says of its setup against the source's: the claim's note and its part's departures."""
+    notes = [str(n) for n in (claim.get("note"), departs) if n]
+    return f" (setup: {'; '.join(notes)})" if notes else ""
 
 
 def source(claim: dict) -> str:

@@ -102,7 +102,8 @@ def page(root: Path, out: Path, conf_dir: Path = CONF_DIR) -> str:
                 by_scale[scale] = done.verdicts
             found.append((preset, by_scale))
     parts = [preset.name for preset, _ in found]
-    head = [INTRO.format(root=_shown(root)), *summary(found), METHOD, *wall_time(root, parts), *pilots(root, conf_dir, out)]
+    head = [INTRO.format(root=_shown(root)), *summary(found), METHOD, *wall_time(root, parts)]
+    head += pilots(root, conf_dir, out)
     return "\n".join(head + body).rstrip() + "\n"
 
 

@@ -13,6 +13,7 @@ from trickbench.report.premises import CHANCE_MARGIN
 CURVE_PILOTS = {
     "part_b_pilot": "make pilot-part-b",
     "part_b_pilot_long": "make pilot-part-b",
+    "part_b_pilot_data": "make pilot-part-b",
     "part_b_solutions_pilot": "make pilot-part-b",
 }
 ZERO_GAMMA = "part_d_zero_gamma_pilot"
@@ -21,13 +22,15 @@ COLUMNS = 4  # train accuracy at this many steps, evenly spaced over the run
 
 
 def header(preset: Path) -> str:
-    """The preset's header comment after `# @package`, up to its command line: what the pilot asks."""
+    """The preset's header comment after `# @package`, up to its command line, less its line on docs/results.md:
+    what the pilot asks."""
     said = []
     for line in preset.read_text().splitlines()[1:]:
         text = line[1:].strip()
         if not line.startswith("#") or text.startswith("python "):
             break
-        said.append(text)
+        if not text.startswith("docs/results.md"):
+            said.append(text)
     return " ".join(said)
 
 

@@ -37,6 +37,7 @@ def summary(found: list[tuple[Preset, dict]]) -> list[str]:
             claim = preset.claims()[i]
             where = f" ({dataset_name(dataset)})" if len(claim.get("datasets") or preset.datasets) > 1 else ""
             said = f"{'premise: ' if claim.get('premise') else ''}{claims.text(claim)}{where}"
+            said += claims.setup_notes(claim, preset.results.get("departs"))
             cells = [claim.get("id") or "-", f"[Part {preset.part}: {said}](#{preset.name})", claims.source(claim)]
             cells.append(claim.get("source_figure") or "-")
             for scale in SCALES:
@@ -74,7 +75,8 @@ def claim_lines(preset: Preset) -> list[str]:
             tail.append(str(c["source_figure"]))
         extra = "; ".join(t for t in tail if t)
         premise = "premise: " if c.get("premise") else ""
-        lines.append(f"- {premise}{head}{claims.text(c)}" + (f" ({extra})" if extra else ""))
+        notes = claims.setup_notes(c, preset.results.get("departs"))
+        lines.append(f"- {premise}{head}{claims.text(c)}" + (f" ({extra})" if extra else "") + notes)
     lines += [f"- **{i}** {claims.NOT_RUN}: {why}" for i, why in preset.claims_not_run().items()]
     return lines
 
