@@ -151,3 +151,18 @@ def test_reaches_params_and_cited_claims(tmp_path):
     )
     cited = claims.check({"says": "fp16", "cited": "docs/benchmarks.md"}, base, "test_last", 0.1)
     assert (cited.verdict, cited.effect) == (claims.CITED, "docs/benchmarks.md")
+
+
+def test_an_interval_wider_than_the_source_effect_asks_for_more_seeds(tmp_path):
+    # better - base per seed: +1, -1, +3 points: inconclusive, half-width 4.30 * 2 / sqrt(3) = 4.97 points
+    runs = {"base": {s: {"train": 0.5, "test_last": 0.5} for s in S},
+            "better": {s: {"train": 0.5, "test_last": 0.5 + d} for s, d in zip(S, (0.01, -0.01, 0.03))}}
+    t = table(tmp_path, runs)
+    claim = {"says": "x", "better": ["variant=p/better", "variant=p/base"], "metric": "test"}
+    half = T_975_2 * 0.02 / math.sqrt(3)
+    assert claims.check({**claim, "source_effect": 6.0}, t, "test_last", 0.1).verdict == claims.INCONCLUSIVE
+    asked = claims.check({**claim, "source_effect": 0.4}, t, "test_last", 0.1)
+    assert asked.verdict == (
+        f"inconclusive: ±{100 * half:.2f} cannot resolve the source's +0.40 at 3 seeds, add seeds (up to 5)"
+    )
+    assert claims.check(claim, t, "test_last", 0.1).verdict == claims.INCONCLUSIVE  # no source effect: nothing asked

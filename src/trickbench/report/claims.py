@@ -15,7 +15,9 @@ A1, B2, ...; a list gives each expanded pair its own), `source_says` (the source
 `source_figure` (the source's own figure, e.g. "lecture: train 69.3 -> 93.8"), `source` (lecture, Bag of Tricks),
 `project: true` (the project's own claim, not a source's), `metric` (the source's: train, or test / val, both judged
 on the last epoch's test accuracy, the only held-out figure no choice was made on), `note` (how the setup of this
-claim follows or departs from the source's, printed on its row beside the part's `results.departs`)."""
+claim follows or departs from the source's, printed on its row beside the part's `results.departs`), `source_effect`
+(the source's effect in points, where it gives one: an inconclusive interval wider than it says that more seeds, up
+to MAX_SEEDS, are needed before the claim can be judged)."""
 
 from dataclasses import dataclass
 
@@ -36,7 +38,8 @@ HOLDS, FAILS, UNJUDGED = "holds", "fails", "cannot be judged"
 NOT_RUN, NOT_MEASURED, CITED = "not run at this scale", "not measured yet", "cited"
 PREMISE_FAILED = "premise failed"
 SOURCE_METRICS = {"test": "test_last", "val": "test_last"}  # the source's held-out metric -> the verdicts' figure
-PER_PAIR = ("id", "source_says", "source_figure", "note")
+PER_PAIR = ("id", "source_says", "source_figure", "note", "source_effect")
+MAX_SEEDS = 5
 
 
 @dataclass
@@ -114,6 +117,16 @@ def from_interval(bounds: tuple | None) -> str:
     return SUPPORTS if bounds[0] > 0 else CONTRADICTS if bounds[1] < 0 else INCONCLUSIVE
 
 
+def too_few_seeds(claim: dict, verdict: str, half: float | None, seeds: int) -> str:
+    """What an inconclusive verdict adds when its interval is wider than the source's effect: its seeds cannot
+    resolve the effect the source reports, so more are needed (up to MAX_SEEDS) before it says anything."""
+    effect = claim.get("source_effect")
+    if verdict != INCONCLUSIVE or effect is None or half is None or 100 * half <= abs(float(effect)):
+        return ""
+    more = f"add seeds (up to {MAX_SEEDS})" if seeds < MAX_SEEDS else f"even at {seeds} seeds"
+    return f": ±{100 * half:.2f} cannot resolve the source's {float(effect):+.2f} at {seeds} seeds, {more}"
+
+
 def check(claim: dict, table, metric: str, chance: float, pilot_tables=()) -> Verdict:
     """One claim on one table; rows the table lacks make it "not measured yet" (the page says "not run at this
     scale" itself for the configurations a scale leaves out). pilot_tables: a converged check's pilot records."""
@@ -125,8 +138,10 @@ def check(claim: dict, table, metric: str, chance: float, pilot_tables=()) -> Ve
     if any(r is None or not per_seed(r, "train") for r in rows):
         return Verdict(says, NOT_MEASURED, "", premise)
     if "better" in claim:
-        shown, bounds = interval_text(paired(per_seed(rows[0], metric), per_seed(rows[1], metric)))
-        return Verdict(says, from_interval(bounds), f"Δ {shown} {UNITS[metric]}", premise, half_width(bounds))
+        diffs = paired(per_seed(rows[0], metric), per_seed(rows[1], metric))
+        shown, bounds = interval_text(diffs)
+        verdict = from_interval(bounds) + too_few_seeds(claim, from_interval(bounds), half_width(bounds), len(diffs))
+        return Verdict(says, verdict, f"Δ {shown} {UNITS[metric]}", premise, half_width(bounds))
     if "narrower_gap" in claim:
         shown, bounds = interval_text(paired(gap(rows[1], "train", metric), gap(rows[0], "train", metric)))
         effect = f"gap narrowed by {shown} points (final train - {METRIC_NAMES[metric]})"
