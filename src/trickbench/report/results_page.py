@@ -32,7 +32,8 @@ METHOD = """## Method
 **Verdicts.** One rule for every comparison, the paired interval: the per-seed difference of two configurations
 (runs with the same seed) and its 95% t-interval over seeds. *supports*: the interval excludes 0 in the claimed
 direction; *contradicts*: it excludes 0 the other way; *inconclusive*: it includes 0, or it has no width (one seed,
-or every seed gave the same difference: flagged, never printed as an interval). Effects are in points of the
+or every seed gave the same difference: flagged, never printed as an interval); an inconclusive interval wider than
+the effect the source reports says so, and that more seeds (up to 5) are needed. Effects are in points of the
 accuracy the claim is judged on (train or test, the source's metric). **Premises** come first in each part, each a
 check its runs can fail: *does not learn* = mean train and mean last-epoch test accuracy both within 2 points of
 1/classes; *trains* = mean train accuracy at least 10 points above chance; *overfits* = train accuracy on the
