@@ -14,7 +14,8 @@ RECORDS ?= docs/results/runs
 PAGE ?= docs/results.md
 DATA_FASHION ?=
 DATA_CIFAR ?=
-PARTS := part_a part_b part_b_solutions part_c part_d
+# in the order the CPU budget is spent (Part B's phenomena show soonest, Part D's converged length costs most)
+PARTS := part_b part_b_solutions part_a part_c part_d
 SOURCES := $(if $(DATA_FASHION),scale.sources.fashion_mnist=$(DATA_FASHION)) \
 	$(if $(DATA_CIFAR),scale.sources.cifar10=$(DATA_CIFAR))
 # where=<what a run or sweep needs to continue in folder $$dir>: resume= once the folder exists (finished jobs are
@@ -55,10 +56,17 @@ test-fast:  ## the tests not marked @pytest.mark.slow (under 3 minutes on 2 core
 clean:  ## remove run logs (not the data cache)
 	rm -rf logs outputs multirun
 
-reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), then the page; DATA_FASHION=, DATA_CIFAR=
+reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), then the page (also when stopped); DATA_FASHION=, DATA_CIFAR=
 	@case "$(SCALE)" in cpu|gpu) ;; *) echo "error: SCALE=$(SCALE): cpu or gpu"; exit 2 ;; esac
 	@$(RESTORE)
 	@failed=0; start=$$(date +%s); \
+	close() { \
+		$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; \
+		mkdir -p $(RECORDS)/$(SCALE); end=$$(date +%s); \
+		echo "$$start $$end $$((end - start))" >> $(RECORDS)/$(SCALE)/sittings.txt; \
+		$(BIN)/python -m trickbench.report.results_page --root $(RECORDS) --out $(PAGE) || failed=1; \
+	}; \
+	trap 'echo "== stopped: the finished jobs are recorded, the sitting logged"; close; exit 130' INT TERM; \
 	if [ "$(SCALE)" = gpu ]; then \
 		dir=$(RESULTS)/gpu/part_d_teacher; \
 		if grep -qs '"status": "ok"' $$dir/results.json; then echo "== part_d_teacher: done"; else \
@@ -74,11 +82,7 @@ reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), 
 		echo "== $$part"; \
 		$(BIN)/python train.py -m experiment=results/$$part scale=$(SCALE) $(SOURCES) $(ARGS) $$where $$teacher || failed=1; \
 	done; \
-	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS) || failed=1; \
-	mkdir -p $(RECORDS)/$(SCALE); end=$$(date +%s); \
-	echo "$$start $$end $$((end - start))" >> $(RECORDS)/$(SCALE)/sittings.txt; \
-	$(BIN)/python -m trickbench.report.results_page --root $(RECORDS) --out $(PAGE) || failed=1; \
-	exit $$failed
+	close; exit $$failed
 
 records:  ## copy each job's results.json, metrics.csv and config (a resumed job's from .hydra/resumed-*/; none: exit 2) from RESULTS=logs/results into RECORDS=docs/results/runs, paths made relative to the repository
 	$(BIN)/python -m trickbench.report.records --from $(RESULTS) --to $(RECORDS)
