@@ -48,10 +48,12 @@ class ConfigError(TrickbenchError, ValueError):
 
 
 class Diverged(TrickbenchError):
-    """The training loss became NaN/inf: results.json says status "diverged"; a sweep goes on."""
+    """The training loss became NaN/inf, or grew far beyond its start (above: the limit it passed): results.json
+    says status "diverged"; a sweep goes on."""
 
-    def __init__(self, step: int, epoch: int, loss: float | str, causes: str):
+    def __init__(self, step: int, epoch: int, loss: float | str, causes: str, above: str = ""):
         self.step, self.epoch = step, epoch
+        loss = f"{loss:.3g}, {above}," if above else loss
         super().__init__(f"diverged: training loss is {loss} at step {step} (epoch {epoch}); likely causes: {causes}")
 
 

@@ -1,14 +1,20 @@
 """The decoded-dataset cache (data/cache.py, keyed by data/store.py): a second load reads the same tensors from one
 .pt file written atomically; the key is the source's content checksum (a folder and its tarball get separate files,
-an edited mirror at the same path is decoded again); two processes building at once decode once."""
+an edited mirror at the same path is decoded again); two processes building at once decode once; a file whose bytes
+fail their CRC-32 is decoded again, or stops the run in one line when its source is gone."""
 
 import hashlib
 import multiprocessing as mp
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import LAYOUTS, N_TRAIN, key, loaded, make_dm, write_idx_mirror
+from conftest import LAYOUTS, N_TRAIN, compose_cfg, key, loaded, make_dm, tiny_run_overrides, write_idx_mirror
+
+from trickbench.data.registry import DATASETS, OFFLINE_HINT
+from trickbench.train import main_task
 
 
 def cache_files(root: Path, pattern: str = "*.pt") -> list[Path]:
@@ -80,3 +86,55 @@ def test_parallel_builds_decode_once(fmnist_mirror, tmp_path):
     assert got[0][1] == got[1][1]
     assert len(cache_files(tmp_path)) == 1
     assert all(p.name.endswith((".pt", ".pt.lock")) for p in (tmp_path / "cache").iterdir())
+
+
+def flip_bytes_of(cache_file: Path, tensor: torch.Tensor) -> None:
+    """Inverts 64 bytes inside tensor's stored bytes, in place: the file keeps its size and stays a valid zip."""
+    raw = bytearray(cache_file.read_bytes())
+    start = raw.find(tensor.numpy().tobytes())
+    assert start >= 0
+    middle = start + tensor.nbytes // 2
+    raw[middle : middle + 64] = bytes(b ^ 0xFF for b in raw[middle : middle + 64])
+    size = cache_file.stat().st_size
+    with open(cache_file, "r+b") as fh:  # overwritten where it lies, as a bad disk or copy would leave it
+        fh.write(raw)
+    assert cache_file.stat().st_size == size
+
+
+@pytest.mark.parametrize("split", ["train_x", "test_x"])
+def test_flipped_bytes_in_a_cached_split_are_decoded_again_or_stop_in_one_line(
+    split, fmnist_mirror, tmp_path, monkeypatch, caplog, capsys
+):
+    # the official cache, decoded from a system copy: the one cache a run can reach once its source is gone (a
+    # data.source cache is keyed by the source's checksum)
+    system_copy = Path(shutil.copytree(fmnist_mirror, tmp_path / "system-copy"))
+    monkeypatch.setitem(DATASETS, "fashion_mnist", replace(DATASETS["fashion_mnist"], system_dirs=(str(system_copy),)))
+    source = DATASETS["fashion_mnist"].load_mirror(system_copy)
+    root = tmp_path / "data"
+    assert loaded("fashion_mnist", None, root).cache_hit is False
+    (cache_file,) = cache_files(root)
+    assert cache_file.name == "fashion_mnist-official.pt"
+
+    flip_bytes_of(cache_file, getattr(source, split))
+    served = torch.load(cache_file, weights_only=True)[split]  # what torch.load alone would hand on
+    assert served.shape == getattr(source, split).shape and not torch.equal(served, getattr(source, split))
+    caplog.clear()
+    dm = make_dm("fashion_mnist", None, root)
+    dm.prepare_data()
+    assert dm.cache_hit is False
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and said[0].startswith(f"cache {cache_file} is damaged (CRC-32 mismatch in ")
+    rebuilt = torch.load(cache_file, weights_only=True)
+    for k in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(dm._data[k], getattr(source, k)) and torch.equal(rebuilt[k], getattr(source, k))
+    assert loaded("fashion_mnist", None, root).cache_hit is True  # the rebuilt file passes its check
+
+    flip_bytes_of(cache_file, getattr(source, split))
+    shutil.rmtree(system_copy)
+    overrides = [*tiny_run_overrides(fmnist_mirror, root=root), "data.source=null", "data.download=false"]
+    with pytest.raises(SystemExit) as stopped:  # as train.py runs it
+        main_task(compose_cfg(overrides, tmp_path / "run"))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: data cache {cache_file} is damaged (CRC-32 mismatch in ")
+    assert err[0].endswith(f"allow the download or set {OFFLINE_HINT['fashion_mnist']}")

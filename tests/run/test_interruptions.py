@@ -1,13 +1,21 @@
-"""Nothing lost (SIGKILL at every moment of a run: test_faults.py): SIGTERM checkpoints, NaN losses stop as
-"diverged", and gradient norms expose networks that do not learn."""
+"""Nothing lost (SIGKILL at every moment of a run: test_faults.py): SIGTERM checkpoints, NaN losses and finite
+losses grown far beyond their start stop as "diverged", and gradient norms expose networks that do not learn."""
 
 import json
+import math
+import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import compose_cfg, tiny_run_overrides, train_cli
 
+from trickbench import sweep
+from trickbench.callbacks import DivergenceGuard
+from trickbench.errors import Diverged
 from trickbench.loggers import read_metrics_csv
+from trickbench.sweep import Launch, search
+from trickbench.sweep.placement import NO_LAUNCHER
 from trickbench.train import main_task, run
 
 EPOCHS = 3
@@ -109,19 +117,88 @@ class _Trainer:
         self.global_step, self.current_epoch, self.log_every_n_steps = step, 0, 10
         self.num_training_batches = 100
         self.strategy = _Strategy(other_rank_bad)
+        self.datamodule = SimpleNamespace(num_classes=10)
 
 
 @pytest.mark.parametrize("other_rank_bad", [False, True])
 def test_divergence_check_runs_at_the_logging_interval_and_stops_every_rank(other_rank_bad):
-    from trickbench.callbacks import DivergenceGuard
-    from trickbench.errors import Diverged
-
     guard, finite = DivergenceGuard(), {"loss": torch.tensor(2.3)}
     guard.on_train_batch_end(_Trainer(7, True), None, finite, None, 0)  # between intervals: not even looked at
-    if other_rank_bad:  # this rank's loss is fine, another rank's is NaN: this rank stops too
-        with pytest.raises(Diverged, match="training loss is non-finite on another rank at step 20"):
+    if other_rank_bad:  # this rank's loss is fine, another rank's is NaN or too large: this rank stops too
+        with pytest.raises(Diverged, match="training loss is non-finite or too large on another rank at step 20"):
             guard.on_train_batch_end(_Trainer(20, other_rank_bad), None, finite, None, 0)
     else:
         guard.on_train_batch_end(_Trainer(20, other_rank_bad), None, finite, None, 0)
         with pytest.raises(Diverged, match="training loss is inf at step 30"):
             guard.on_train_batch_end(_Trainer(30, False), None, {"loss": torch.tensor(float("inf"))}, None, 0)
+
+
+def _checked(guard: DivergenceGuard, step: int, loss: float) -> None:
+    guard.on_train_batch_end(_Trainer(step, False), None, {"loss": torch.tensor(loss)}, None, 0)
+
+
+def test_a_finite_loss_stops_only_above_growth_x_both_its_first_value_and_ln_classes():
+    # steps 1, 10, 20, ...: the checked batches of a run with log_every_n_steps=10
+    starts_large = DivergenceGuard()  # a loss that starts large and stays there is not divergence
+    _checked(starts_large, 1, 1000.0)
+    _checked(starts_large, 10, 99_000.0)  # 430 x ln(10), under 100 x its first value
+    with pytest.raises(Diverged, match=re.escape("1.5e+05, above 100 x max(first loss 1e+03, ln(10 classes)) = 1e+05")):
+        _checked(starts_large, 20, 150_000.0)
+    starts_small = DivergenceGuard()  # a first loss below ln(10): ln(10) sets the limit
+    _checked(starts_small, 1, 0.5)
+    _checked(starts_small, 10, 230.0)  # 460 x its first value, under 100 x ln(10) = 230.26
+    with pytest.raises(Diverged, match=r"loss is 231, above .* = 230 \(callbacks.divergence.growth\), at step 20"):
+        _checked(starts_small, 20, 231.0)
+    off = DivergenceGuard(growth=None)  # callbacks.divergence.growth=null: NaN/inf only
+    _checked(off, 1, 2.3)
+    _checked(off, 10, 1e30)
+    with pytest.raises(Diverged, match="training loss is nan at step 20"):
+        _checked(off, 20, math.nan)
+
+
+def test_a_resumed_run_keeps_its_first_loss_and_so_its_limit():
+    ran = DivergenceGuard()
+    _checked(ran, 1, 0.5)
+    resumed, fresh = DivergenceGuard(), DivergenceGuard()
+    resumed.load_state_dict(ran.state_dict())  # what Lightning does with the callback's state in last.ckpt
+    _checked(fresh, 30, 300.0)  # a fresh guard takes its first check's loss as the start
+    with pytest.raises(Diverged, match="training loss is 300, above 100 x max"):
+        _checked(resumed, 30, 300.0)
+
+
+ADAM_AT_1E6 = ["optimizer=adam", "optimizer.lr=1e6"]  # its loss goes 2.3 -> 1e27: finite, never NaN
+
+
+def test_a_finite_loss_grown_far_beyond_its_start_stops_a_run_and_a_sweep_job_as_diverged(
+    tmp_path, fmnist_mirror, capsys, monkeypatch
+):
+    overrides = [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), *ADAM_AT_1E6]  # log_every_n_steps=50
+    with pytest.raises(SystemExit) as exit_:
+        main_task(compose_cfg(overrides, tmp_path / "run"))
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    said = re.fullmatch(
+        r"error: diverged: training loss is (\S+), above 100 x max\(first loss (\S+), ln\(10 classes\)\) = (\S+) "
+        r"\(callbacks.divergence.growth\), at step 3 \(epoch 0\); likely causes: lr too high "
+        r"\(optimizer.lr=1000000.0\), inputs not normalized \(data.normalize=none\), no normalization layers "
+        r"\(norm=none\)",
+        err[0],
+    )
+    assert len(err) == 1 and said, err  # checked in the epoch's last batch (step 3), as the NaN check is
+    loss, first, limit = map(float, said.groups())
+    assert math.isfinite(loss) and loss > limit == pytest.approx(100 * max(first, math.log(10)), rel=1e-2)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "diverged" and results["error"] == err[0].removeprefix("error: ")
+
+    monkeypatch.setattr(sweep, "launch", lambda: Launch(True, True, "", NO_LAUNCHER))  # a job of a -m sweep
+    assert main_task(compose_cfg(overrides, tmp_path / "job")) == search.BAD_SCORE  # the sweep goes on
+    job = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert job["status"] == "diverged" and job["error"].startswith("diverged: training loss is ")
+    assert ", above 100 x max(first loss " in job["error"]
+
+
+def test_a_large_finite_loss_under_its_growth_limit_is_not_divergence(tmp_path, fmnist_mirror):
+    overrides = [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), *ADAM_AT_1E6]
+    results = run(compose_cfg([*overrides, "callbacks.divergence.growth=1e30"], tmp_path / "run"))
+    assert results["status"] == "ok" and math.isfinite(results["train"]["loss_last"])
+    assert results["train"]["loss_last"] > 1e6  # large by design, and left alone

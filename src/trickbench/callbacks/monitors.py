@@ -15,10 +15,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from trickbench.errors import Diverged
-from trickbench.rules import Relation, Rule, number, positive, text
+from trickbench.rules import Relation, Rule, number, optional, positive, text
 
 RULES = [
     Rule("callbacks.first_loss.factor", number(1, open_low=True), "a number > 1 (how far from ln(classes))"),
+    Rule(
+        "callbacks.divergence.growth",
+        optional(number(1, open_low=True)),
+        "null (NaN/inf only) or a number > 1 (stop above it x the first loss and x ln(classes))",
+    ),
     Rule("callbacks.gradient_norms.ratio", positive, "a number > 0 (a layer's gradient / weight norm to warn below)"),
     *[Rule(f"callbacks.{k}.dirpath", text, "a folder") for k in ("checkpoint_on_sigterm", "requeue_at_time_limit")],
     # the hints' values interpolate keys checked by their own rules; as Relations they are checked after every Rule,
@@ -54,24 +59,42 @@ def synchronize(device: torch.device) -> None:
 
 
 class DivergenceGuard(L.Callback):
-    """Stops the run when the training loss is NaN/inf. Written by hand: EarlyStopping(check_finite) looks only
-    at a monitored metric at epoch end and names no step. Checked in the first batch, every log_every_n_steps and
-    in each epoch's last batch (a host sync then, not every step); under DDP the ranks agree before raising, so
-    all stop together. lr, normalize, norm: the run's optimizer.lr, data.normalize and norm.name (interpolated in
-    conf/callbacks/divergence.yaml), for the error's likely causes; null: not known."""
+    """Stops the run when the training loss is NaN/inf, or above growth x both its first checked value and
+    ln(classes): Adam at a huge lr blows the loss up to 1e27 and on, never NaN, while a loss that starts large and
+    stays there is left alone. Written by hand: EarlyStopping(check_finite) looks only at a monitored metric at
+    epoch end and names no step. Checked in the first batch, every log_every_n_steps and in each epoch's last batch
+    (a host sync then, not every step); under DDP the ranks agree before raising, so all stop together. The first
+    loss is kept in checkpoints, so a resumed run keeps its limit. lr, normalize, norm: the run's optimizer.lr,
+    data.normalize and norm.name (interpolated in conf/callbacks/divergence.yaml), for the error's likely causes;
+    null: not known. growth: callbacks.divergence.growth; null: NaN/inf only."""
 
-    def __init__(self, lr: float | None = None, normalize: str | None = None, norm: str | None = None):
-        self.lr, self.normalize, self.norm = lr, normalize, norm
+    def __init__(self, lr: float | None = None, normalize: str | None = None, norm: str | None = None, growth=100.0):
+        self.lr, self.normalize, self.norm, self.growth = lr, normalize, norm, growth
+        self.first_loss: float | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
         if checked_batch(trainer, stepped=True) or batch_idx + 1 >= trainer.num_training_batches:
             self._check(trainer, outputs["loss"] if isinstance(outputs, dict) else outputs)
 
     def _check(self, trainer: L.Trainer, loss) -> None:
-        bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        loss, limit, floor = None if loss is None else loss.detach(), math.inf, ""
+        if self.growth is not None and self.first_loss is not None:  # the first check: the loss is its own start
+            floor = f"max(first loss {self.first_loss:.3g}, ln({trainer.datamodule.num_classes} classes))"
+            limit = self.growth * max(self.first_loss, math.log(trainer.datamodule.num_classes))
+        bad = loss is not None and bool((~torch.isfinite(loss) | (loss > limit)).any())  # the one host sync
         if trainer.strategy.reduce_boolean_decision(bad, all=False):
-            value = float(loss.detach()) if bad else "non-finite on another rank"
-            raise Diverged(trainer.global_step, trainer.current_epoch, value, self.causes())
+            value = float(loss) if bad else "non-finite or too large on another rank"
+            grown = bad and math.isfinite(value)
+            above = f"above {self.growth:g} x {floor} = {limit:.3g} (callbacks.divergence.growth)" if grown else ""
+            raise Diverged(trainer.global_step, trainer.current_epoch, value, self.causes(), above)
+        if self.first_loss is None and loss is not None:
+            self.first_loss = float(loss)  # read once, right after the sync above
+
+    def state_dict(self) -> dict:
+        return {"first_loss": self.first_loss}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.first_loss = state_dict.get("first_loss")
 
     def causes(self) -> str:
         causes = ["lr too high" + ("" if self.lr is None else f" (optimizer.lr={self.lr})")]

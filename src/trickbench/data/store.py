@@ -51,7 +51,7 @@ class DatasetStore:
             raise ConfigError(
                 "data.download",
                 False,
-                f"no cached {self.name} under {self.root / 'cache'}; "
+                f"nothing to decode {self.name} from and no usable cache under {self.root / 'cache'}; "
                 f"allow the download or set {OFFLINE_HINT[self.name]}",
             )
         return self._download()
