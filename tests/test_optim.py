@@ -330,3 +330,25 @@ def test_norm_lr_scale_default_keeps_one_group_and_bad_values_fail():
     assert len(group["params"]) == 4
     with pytest.raises(ConfigError, match=r"^optimizer.norm_lr_scale=0: a number > 0"):
         validate(compose_cfg(["optimizer.norm_lr_scale=0"]))
+
+
+# ---- a keyword the torch class does not take ---------------------------------------------------------------------
+def test_a_keyword_the_class_lacks_is_named_with_what_its_signature_takes():
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["optimizer=adam", "+optimizer.momentum=0.9"]))
+    assert str(err.value).startswith(
+        "optimizer.momentum=0.9: optimizer=adam takes lr, betas, eps, weight_decay, amsgrad, "
+    ) and str(err.value).endswith("; and this project's scale_lr_to_batch, no_bias_decay, norm_lr_scale")
+    assert "params" not in str(err.value)  # the builder passes the parameters itself
+    with pytest.raises(ConfigError, match=r"^scheduler\.lr_scheduler\.gama=0\.1: scheduler=step takes step_size, "):
+        validate(compose_cfg(["scheduler=step", "+scheduler.lr_scheduler.gama=0.1"]))
+    # a builder called on its own checks its node too
+    cfg = compose_cfg(["optimizer=sgd", "+optimizer.betas=[0.9,0.99]"])
+    with pytest.raises(ConfigError, match=r"^optimizer\.betas=.*: optimizer=sgd takes lr, momentum, dampening"):
+        build_optimizer(nn.Linear(2, 2), cfg.optimizer, 32)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "nesterov"])
+def test_every_shipped_optimizer_and_schedule_passes_the_keyword_check(optimizer):
+    for scheduler in ("cosine", "exponential", "linear", "multistep", "none", "step"):
+        validate(compose_cfg([f"optimizer={optimizer}", f"scheduler={scheduler}"]))

@@ -27,6 +27,7 @@ from trickbench.rules import (
     one_of,
     optional,
     positive,
+    takes,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def _check_interval(lr_scheduler, cfg) -> None:
         raise ConfigError("scheduler.interval", interval, "epoch or step (how often the lr_scheduler steps)")
 
 
+OPTIMIZER_TAKES = takes("optimizer", given=("params",), own=OPTIMIZER_KEYS)
 RULES = [
     Rule("optimizer.lr", positive, "a number > 0"),
     Rule("optimizer.weight_decay", nonnegative, "a number >= 0"),
@@ -62,6 +64,7 @@ RULES = [
         lambda v, cfg: v > 0 or not cfg.optimizer.get("nesterov"),
         lambda cfg: "a number in (0, 1) with optimizer.nesterov=true (torch: Nesterov needs a momentum)",
     ),
+    OPTIMIZER_TAKES,
     Rule("optimizer.norm_lr_scale", positive, "a number > 0: the lr multiplier of norm layers (1: off)"),
     Rule(
         "scheduler.warmup_epochs",
@@ -76,6 +79,7 @@ RULES = [
     ),
     Rule("scheduler.interval", optional(one_of(INTERVALS)), "null (with lr_scheduler=null), epoch or step"),
     NodeCheck("scheduler.lr_scheduler", _check_interval),  # a schedule needs an interval
+    takes("scheduler.lr_scheduler", given=("optimizer",)),
     Rule("scheduler.lr_scheduler.start_factor", number(0, 1, open_low=True), "a number in (0, 1]"),
     Rule("scheduler.lr_scheduler.gamma", positive, "a number > 0 (the lr factor per step of the decay)"),
     Rule("scheduler.lr_scheduler.eta_min", nonnegative, "a number >= 0 (the lowest lr)"),
@@ -132,6 +136,7 @@ def _after_warmup(milestone: float, cfg) -> bool:
 
 def check_optimizer(cfg: DictConfig) -> None:
     check(cfg, RULES, "optimizer")
+    OPTIMIZER_TAKES.check(cfg)  # a NodeCheck: check() with a prefix skips it
 
 
 def check_scheduler(cfg: DictConfig, max_epochs: int) -> None:

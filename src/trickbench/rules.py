@@ -3,13 +3,14 @@
 on its own (tests, notebooks) checks its node with the same Rule objects. Every failure is one line: key=value and
 what is allowed (errors.ConfigError)."""
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import to_absolute_path
+from hydra.utils import get_object, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -56,6 +57,43 @@ class NodeCheck:
     def check(self, value, cfg=None) -> None:
         if value is not None:
             self.fn(value, cfg)
+
+
+def takes(key: str, given: tuple[str, ...] = (), own: tuple[str, ...] = ()) -> NodeCheck:
+    """The node at key builds its _target_ with its keys as keywords: a key the target's signature lacks is named
+    with what the target takes, read from its signature (torch's TypeError names neither the key nor the choices).
+    given: what the builder passes itself (an optimizer's params); own: the node's keys this project reads."""
+
+    def fn(node, cfg=None) -> None:
+        target = node.get("_target_")
+        if not isinstance(target, str):
+            return
+        try:
+            params = inspect.signature(get_object(target)).parameters.values()
+        except (ImportError, AttributeError, ValueError, TypeError):
+            return  # an unknown target: Hydra's instantiate names it
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return
+        takes = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) and p.name not in given]
+        for name in node.keys():
+            name = str(name)
+            if not name.startswith("_") and name not in takes and name not in own:
+                ours = f"; and this project's {', '.join(own)}" if own else ""
+                raise ConfigError(f"{key}.{name}", node[name], f"{_choice(key, target)} takes {', '.join(takes)}{ours}")
+
+    return NodeCheck(key, fn)
+
+
+def _choice(key: str, target: str) -> str:
+    """optimizer=adam as the command line chose it; else the target's name (a config composed without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    group = key.split(".", 1)[0]
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return f"{group}={choice}"
+    return target
 
 
 def select(cfg, key: str):

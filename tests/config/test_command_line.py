@@ -2,6 +2,7 @@
 console says each line once without the libraries' noise, its model summary has shapes and FLOPs per block, and
 TensorBoard gets the training loss of every logging interval."""
 
+import os
 import re
 import subprocess
 import sys
@@ -64,6 +65,42 @@ def test_what_composes_passes_and_other_mistakes_are_one_line(tmp_path):
     assert "\n" not in error_of("a=b=c") and "\n" not in error_of("+seed=1")
     with pytest.raises(ConfigError, match=r"^resume='.*nope': a run folder holding checkpoints/last.ckpt"):
         command_line_error("train", [f"resume={tmp_path / 'nope'}"])
+
+
+def test_what_hydra_cannot_read_names_the_override_and_how_to_quote_it():
+    assert error_of("data.source=/tmp/a,b") == (
+        "data.source=/tmp/a,b: a comma separates the values of a sweep, which runs only with -m; one value with a "
+        "comma is quoted for Hydra, and the whole for the shell: \"data.source='/tmp/a,b'\""
+    )
+    command_line_error("train", ["data.source='/tmp/a,b'"])  # the quoted form composes
+    command_line_error("train", ["data.source=/tmp/a b", "data.source='/tmp/données'"])
+    accented = error_of("data.source=/tmp/données")
+    assert accented.startswith("data.source=/tmp/données: Hydra cannot read this value (token recognition error")
+    assert accented.endswith("quoted for Hydra, and the whole for the shell: \"data.source='/tmp/données'\"")
+    unclosed = error_of("optimizer.lr=[1,")
+    assert unclosed.startswith("optimizer.lr=[1,: Hydra cannot read this value (") and "optimizer.lr=[a,b]" in unclosed
+    assert error_of("data.source=/tmp/it's,x").endswith(""" 'data.source='"'"'/tmp/it\\'"'"'s,x'"'"''""")
+    assert "\n" not in unclosed + accented
+
+
+def test_a_mandatory_value_not_given_is_named_with_what_to_write():
+    assert error_of(config="eval") == (
+        "ckpt_path=???: a value is required; write python eval.py ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt"
+    )
+
+
+@pytest.mark.slow
+def test_eval_without_a_checkpoint_and_a_keyword_adam_lacks_are_one_line(fmnist_mirror, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), f"hydra.run.dir={tmp_path / 'run'}"]
+    commands = {"eval.py": [], "train.py": [*run, "optimizer=adam", "+optimizer.momentum=0.9"]}
+    for script, args in commands.items():
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / script), *args], cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: optimizer.momentum=0.9: optimizer=adam takes lr, betas, eps")
+    assert not (tmp_path / "data").exists()  # refused before any data was read
 
 
 # ---- the real command line: one process per command, started together ---------------------------------------------

@@ -4,6 +4,8 @@ quiet_libraries: each log line once, without the libraries' tips and deprecation
 
 import difflib
 import logging
+import re
+import shlex
 import warnings
 from pathlib import Path
 
@@ -55,15 +57,11 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
 def command_line_error(config_name: str, overrides: list[str], multirun: bool = False) -> None:
     """Raises ConfigError naming the first override that does not compose and what exists instead (TrickbenchError
     with Hydra's first line for other mistakes)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:  # a syntax error
-        raise TrickbenchError(first_line(e)) from None
+    parsed = _parse(overrides)
     if not multirun:
         for o in parsed:
             if o.is_sweep_override():
-                value = o.input_line.split("=", 1)[-1]
-                raise ConfigError(o.key_or_group, value, "several values sweep only with -m (a list: key=[a,b])")
+                raise _sweep_in_one_run(o)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -75,6 +73,7 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
                             raise _unknown_option(loader, o, option)
             first_job = [line for o in parsed if (line := _first_job_override(o)) is not None]
             cfg = _compose_or_explain(loader, config_name, first_job, parsed)
+            _check_given(cfg, config_name)
             if config_name != "train":
                 return
             resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
@@ -94,6 +93,60 @@ def command_line_error(config_name: str, overrides: list[str], multirun: bool = 
             check_writable(Path(str(where)), "resume" if resume else dir_key if explicit else "paths.log_dir")
     finally:
         GlobalHydra.instance().clear()
+
+
+def _parse(overrides: list[str]) -> list[Override]:
+    """Hydra's reading of the overrides; one it cannot read is named with how to quote its value."""
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            parser.parse_override(line)
+        except HydraException as e:
+            key, eq, value = line.partition("=")
+            if not eq:
+                raise TrickbenchError(f"{line}: {first_line(e)}; write key=value") from None
+            listed = f"a list closes its brackets: {key}=[a,b]; " if value.lstrip().startswith("[") else ""
+            raise TrickbenchError(
+                f"{line}: Hydra cannot read this value ({first_line(e)}); {listed}a value with spaces, commas, "
+                f"brackets, quotes or non-ASCII characters is quoted for Hydra, and the whole for the shell: "
+                f"{quoted(key, value)}"
+            ) from None
+    return parser.parse_overrides(overrides)
+
+
+def quoted(key: str, value: str) -> str:
+    """key=value as a shell passes it to Hydra as one quoted string: "data.source='/tmp/a,b'"."""
+    line = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+    return f'"{line}"' if not set(line) & set('"$`\\!') else shlex.quote(line)
+
+
+def _sweep_in_one_run(o: Override) -> ConfigError | TrickbenchError:
+    key, _, value = o.input_line.partition("=")
+    sweep = o.value()
+    pathlike = any(isinstance(v, str) and re.search(r"[^\w-]", v) for v in getattr(sweep, "list", []))
+    if sweep.simple_form and pathlike:  # /tmp/a,b: one path with a comma, more likely than a sweep of two
+        return TrickbenchError(
+            f"{o.input_line}: a comma separates the values of a sweep, which runs only with -m; one value with a "
+            f"comma is quoted for Hydra, and the whole for the shell: {quoted(key, value)}"
+        )
+    return ConfigError(o.key_or_group, value, "several values sweep only with -m (a list: key=[a,b])")
+
+
+def _check_given(cfg: DictConfig, config_name: str) -> None:
+    """A mandatory value (??? in conf/) the command did not give: named with what to write."""
+    raw = OmegaConf.to_container(cfg, resolve=False)  # unresolved: paths.output_dir needs a running job
+    raw.pop("hydra", None)
+    missing = _missing(raw)
+    if missing:
+        key = missing[0]
+        example = "logs/train/runs/<time>/checkpoints/last.ckpt" if key == "ckpt_path" else "<value>"
+        raise TrickbenchError(f"{key}=???: a value is required; write python {config_name}.py {key}={example}")
+
+
+def _missing(node, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [m for k, v in node.items() for m in _missing(v, f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if node == "???" else []
 
 
 def _options(loader, group: str) -> list[str]:
