@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, first_line
+from trickbench.resume_changes import kept_settings
 from trickbench.rules import Rule, optional, text
 from trickbench.sweep.context import held_run, what_it_trains
 from trickbench.sweep.folders import SAVED_CONFIG, started_over
@@ -76,9 +77,10 @@ def continued_precision(last: LastCheckpoint | None, asked):
     return str(started)
 
 
-def resumed_config(cfg: DictConfig) -> tuple[DictConfig, LastCheckpoint | None]:
+def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, LastCheckpoint | None]:
     """resume=<run dir>: the config stored in its last.ckpt (returned with it, read once), continued in that folder;
-    a run killed before its first checkpoint starts over there from the config Hydra saved when it started."""
+    a run killed before its first checkpoint starts over there from the config Hydra saved when it started. The
+    command's overrides (cfg: composed with them) may change only what resume_changes allows."""
     run_dir = Path(cfg.resume)
     check_resume(run_dir)
     last = last_checkpoint(run_dir)
@@ -89,6 +91,7 @@ def resumed_config(cfg: DictConfig) -> tuple[DictConfig, LastCheckpoint | None]:
         resumed = started_over(run_dir)
         for stale in (run_dir / LAST_CKPT.parent).glob("best-*.ckpt"):  # the first attempt's; it writes them again
             stale.unlink()
+    resumed = kept_settings(cfg, resumed, overrides, run_dir)
     resumed.paths.output_dir = str(run_dir)
     resumed.resume = str(run_dir)
     return resumed, last

@@ -30,7 +30,7 @@ from trickbench.models import build_model
 from trickbench.module import TrickModule, build_module
 from trickbench.results import log_hparams, record_failure, run_results, write_json
 from trickbench.sweep import search
-from trickbench.sweep.context import finished
+from trickbench.sweep.context import finished, job_overrides
 from trickbench.sweep.folders import FolderLock
 from trickbench.sweep.placement import check_sweep_placement
 from trickbench.tricks import StepTrick
@@ -196,7 +196,7 @@ def main_task(cfg: DictConfig) -> float:
             lock = FolderLock(folder, "resume" if resume else "hydra.run.dir")
         last = None
         if resume:
-            cfg, last = resumed_config(cfg)
+            cfg, last = resumed_config(cfg, job_overrides())
         return search.score(run(cfg, started, last))
     except OSError as e:  # a full disk, a read-only or removed folder: the user's to fix, said in one line
         return _failed(cfg, FileFault(e, folder) if FileFault.applies(e, folder) else e, started)
