@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError, first_line
-from trickbench.resume_changes import kept_settings
+from trickbench.config.resume_changes import kept_settings
 from trickbench.rules import Rule, optional, text
 from trickbench.sweep.context import held_run, what_it_trains
 from trickbench.sweep.folders import SAVED_CONFIG, started_over

@@ -9,7 +9,7 @@ import torch
 from conftest import compose_cfg, tiny_run_overrides
 
 from trickbench.errors import ConfigError
-from trickbench.resume_changes import kept_settings
+from trickbench.config.resume_changes import kept_settings
 from trickbench.train import main_task, run
 
 
@@ -37,9 +37,9 @@ def test_a_differing_key_is_refused_in_one_line_naming_both_values(run_dir, caps
 
 def test_the_runs_own_value_again_and_allowed_changes_take_effect_and_are_said_once(run_dir, caplog):
     asked = [f"resume={run_dir}", "optimizer.lr=0.002", "trainer.log_every_n_steps=1", "trainer.max_epochs=2"]
-    with caplog.at_level(logging.INFO, logger="trickbench.resume_changes"):
+    with caplog.at_level(logging.INFO, logger="trickbench.config.resume_changes"):
         assert main_task(compose_cfg(asked)) > 0
-    said = [r.getMessage() for r in caplog.records if r.name == "trickbench.resume_changes"]
+    said = [r.getMessage() for r in caplog.records if r.name == "trickbench.config.resume_changes"]
     assert said == [
         f"resume={run_dir}: changed on resume: trainer.log_every_n_steps=1 (the run's: 50), trainer.max_epochs=2 "
         "(the run's: 1)"
