@@ -26,6 +26,7 @@ def test_curve_pilot_tabulates_each_job_along_its_steps(tmp_path):
     assert table[2] == "| sigmoid_2block (0) | 10.0 | 20.0 | 35.0 | 45.0 | 228 | 30.0 |"
     assert table[3] == "| relu_12conv (0) | 10.0 | 10.0 | 10.0 | 10.0 | never | 10.0 |"
     assert (out.parent / "results" / "cpu" / "pilot_part_b_pilot_long.png").stat().st_size > 0
+    assert "2 job(s) recorded;" in " ".join(lines)
     assert "4500 CIFAR-10 training images" in lines[0]  # what the pilot asks, from its preset's header
 
 

@@ -68,6 +68,8 @@ def curve_pilot(name: str, root: Path, conf_dir: Path, out: Path) -> list[str]:
             f"| {_label(job.config)} ({job.seed}) | " + " | ".join(cells)
             + f" | {first if first is not None else 'never'} | {'-' if test is None else f'{100 * test:.1f}'} |"
         )
+    lines += ["", f"{len(jobs)} job(s) recorded; a configuration the pilot names and the table does not list has not "
+              "finished yet (the pilot's command continues it)."]
     png = out.with_suffix("") / "cpu" / f"pilot_{name}.png"
     _plot(jobs, name, png)
     return lines + ["", f"![{name}: train accuracy per epoch]({png.relative_to(out.parent)})", ""]
