@@ -88,7 +88,8 @@ def test_scales_differ_as_the_page_says():
     c = compose_cfg(["experiment=results/part_b", "scale=cpu", "variant=part_b/relu_12conv", "data=cifar10"])
     g = compose_cfg(["experiment=results/part_b", "scale=gpu", "variant=part_b/relu_12conv"])
     assert list(g.model.channels) == list(c.model.channels) == [64, 128, 256, 512]  # the lecture's, at both scales
-    assert (c.data.subset, c.data.val_size, g.data.subset) == (8000, 800, None)  # 7200 / 800 / 8000
+    assert (c.data.subset, c.data.val_size, g.data.subset) == (20000, 2000, None)  # 18000 / 2000 / the test split
+    assert (c.data.batch_size, g.data.batch_size) == (128, 256)  # the lecture's 256 at the GPU scale
     a = compose_cfg(["experiment=results/part_a", "scale=cpu", "data=cifar10"])
     assert (a.data.subset, a.data.val_size, a.data.batch_size, a.trainer.max_epochs) == (20000, 2000, 128, 20)
     d = compose_cfg(["experiment=results/part_d", "scale=cpu", "variant=part_d/alone_cosine"])

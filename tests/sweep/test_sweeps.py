@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, compose_cfg, tiny_run_overrides
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 PNGS = ("val_acc.png", "train_loss.png", "test_acc_delta.png")
 
@@ -174,7 +175,8 @@ def test_ablation_presets_sweep_one_group_and_every_option_composes(preset, key,
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         hydra_cfg = compose("train", overrides=[f"experiment=ablation/{preset}"], return_hydra_config=True)
-    options = hydra_cfg.hydra.sweeper.params[key].split(",")
+    parsed = OverridesParser.create().parse_overrides([f"{key}={hydra_cfg.hydra.sweeper.params[key]}"])[0]
+    options = list(parsed.sweep_string_iterator())  # a value may be a list: trick=[silu,standardize]
     assert len(options) == n and options[0] == first  # the first configuration is the report's baseline
     for option in options:
         compose_cfg([f"experiment=ablation/{preset}", f"{key}={option}"])

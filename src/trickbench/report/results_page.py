@@ -64,7 +64,11 @@ def presets(conf_dir: Path = CONF_DIR) -> list[Preset]:
     """The presets that are sections of the page, in part order (A-D; within a part, by file name)."""
     found = []
     for path in sorted((conf_dir / "experiment" / "results").glob("*.yaml")):
-        node = OmegaConf.to_container(OmegaConf.load(path).get("results") or {}, resolve=False)
+        loaded = OmegaConf.load(path)
+        # the results of the common/ files its defaults include (a part's scale, its departures), then its own
+        shared = [OmegaConf.load(conf_dir / f"{d.lstrip('/')}.yaml").get("results") or {}
+                  for d in loaded.get("defaults") or [] if isinstance(d, str) and "/results/common/" in d]
+        node = OmegaConf.to_container(OmegaConf.merge(*shared, loaded.get("results") or {}), resolve=False)
         if node.get("part"):
             setup = []  # the header comment after "# @package" and its docs/results.md line, up to a command line
             for line in path.read_text().splitlines()[1:]:
