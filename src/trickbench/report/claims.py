@@ -140,8 +140,9 @@ def check(claim: dict, table, metric: str, chance: float, pilot_tables=()) -> Ve
     if "better" in claim:
         diffs = paired(per_seed(rows[0], metric), per_seed(rows[1], metric))
         shown, bounds = interval_text(diffs)
-        verdict = from_interval(bounds) + too_few_seeds(claim, from_interval(bounds), half_width(bounds), len(diffs))
-        return Verdict(says, verdict, f"Δ {shown} {UNITS[metric]}", premise, half_width(bounds))
+        verdict, half = from_interval(bounds), half_width(bounds)
+        verdict += too_few_seeds(claim, verdict, half, len(diffs))
+        return Verdict(says, verdict, f"Δ {shown} {UNITS[metric]}", premise, half)
     if "narrower_gap" in claim:
         shown, bounds = interval_text(paired(gap(rows[1], "train", metric), gap(rows[0], "train", metric)))
         effect = f"gap narrowed by {shown} points (final train - {METRIC_NAMES[metric]})"

@@ -20,8 +20,12 @@ def pyplot():
     return plt
 
 
-def savefig(fig, path: Path) -> None:
+def write_png(fig, path: Path) -> None:
+    """The finished figure to path (its folder made), without the metadata that would change its bytes; closed."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata=PNG_METADATA)
+    pyplot().close(fig)
 
 
 def write_plots(rows: list[Row], folder: Path) -> list[str]:
@@ -61,9 +65,7 @@ def write_plots(rows: list[Row], folder: Path) -> list[str]:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        fig.tight_layout()
-        savefig(fig, folder / name)
-        plt.close(fig)
+        write_png(fig, folder / name)
         written.append(name)
     written.append(_plot_deltas(rows, folder, plt))
     return written
@@ -94,7 +96,5 @@ def _plot_deltas(rows: list[Row], folder: Path, plt) -> str:
     ax.set_yticks(range(len(shown)), [r.label for r in reversed(shown)])
     ax.set(xlabel="test accuracy - baseline (points), 95% CI over seeds", title=f"difference to the baseline: {base}")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    savefig(fig, folder / "test_acc_delta.png")
-    plt.close(fig)
+    write_png(fig, folder / "test_acc_delta.png")
     return "test_acc_delta.png"

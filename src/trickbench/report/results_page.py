@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from trickbench.config import resolvers  # noqa: F401  (its resolvers: a run's saved config names them)
 from trickbench.report.results_pilots import pilots
-from trickbench.report.results_sections import SCALES, Preset, _shown, section
+from trickbench.report.results_sections import SCALES, Preset, _shown, preset_header, section
 from trickbench.report.results_summary import claim_lines, summary, wall_time
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -70,14 +70,7 @@ def presets(conf_dir: Path = CONF_DIR) -> list[Preset]:
                   for d in loaded.get("defaults") or [] if isinstance(d, str) and "/results/common/" in d]
         node = OmegaConf.to_container(OmegaConf.merge(*shared, loaded.get("results") or {}), resolve=False)
         if node.get("part"):
-            setup = []  # the header comment after "# @package" and its docs/results.md line, up to a command line
-            for line in path.read_text().splitlines()[1:]:
-                text = line[1:].strip()
-                if not line.startswith("#") or text.startswith("python "):
-                    break
-                if not text.startswith("docs/results.md"):
-                    setup.append(text)
-            found.append(Preset(path.stem, node, " ".join(setup)))
+            found.append(Preset(path.stem, node, preset_header(path)))
     return sorted(found, key=lambda p: (p.part, p.name))
 
 

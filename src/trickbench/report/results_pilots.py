@@ -6,8 +6,9 @@ from pathlib import Path
 
 from trickbench.report import measures, results_tables
 from trickbench.report.collect import find_jobs
-from trickbench.report.plots import pyplot, savefig
+from trickbench.report.plots import pyplot, write_png
 from trickbench.report.premises import CHANCE_MARGIN
+from trickbench.report.results_sections import preset_header
 
 # preset -> the make target that runs it; in the page's order
 CURVE_PILOTS = {
@@ -19,19 +20,6 @@ CURVE_PILOTS = {
 ZERO_GAMMA = "part_d_zero_gamma_pilot"
 CHANCE = 0.10  # the curve pilots all run CIFAR-10
 COLUMNS = 4  # train accuracy at this many steps, evenly spaced over the run
-
-
-def header(preset: Path) -> str:
-    """The preset's header comment after `# @package`, up to its command line, less its line on docs/results.md:
-    what the pilot asks."""
-    said = []
-    for line in preset.read_text().splitlines()[1:]:
-        text = line[1:].strip()
-        if not line.startswith("#") or text.startswith("python "):
-            break
-        if not text.startswith("docs/results.md"):
-            said.append(text)
-    return " ".join(said)
 
 
 def off_chance(metrics: list[dict]) -> int | None:
@@ -46,7 +34,7 @@ def _label(config: tuple[str, ...]) -> str:
 
 def curve_pilot(name: str, root: Path, conf_dir: Path, out: Path) -> list[str]:
     """One curve pilot's paragraph, table and PNG (under out's folder), or a line saying it has not run."""
-    asks = header(conf_dir / "experiment" / "results" / f"{name}.yaml")
+    asks = preset_header(conf_dir / "experiment" / "results" / f"{name}.yaml")
     lines = [f"**Pilot `{name}`** (`{CURVE_PILOTS[name]}`). {asks}", ""]
     jobs, _ = find_jobs([root / "cpu" / name])
     jobs = [j for j in jobs if j.ok and j.metrics]
@@ -86,10 +74,7 @@ def _plot(jobs, name: str, png: Path) -> None:
     ax.set(xlabel="optimizer step", ylabel="train accuracy (%), epoch mean", title=f"pilot {name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    savefig(fig, png)
-    plt.close(fig)
+    write_png(fig, png)
 
 
 def zero_gamma(root: Path) -> list[str]:

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from trickbench.report.plots import pyplot, savefig, write_plots
+from trickbench.report.plots import pyplot, write_png, write_plots
 from trickbench.report.results_tables import Table
 
 
@@ -58,10 +58,7 @@ def grad_norm_plot(runs: dict[str, Path], out: Path) -> Path | None:
     ax.set(xlabel="layer (input -> output)", ylabel="gradient L2 norm of its weights", title="per-layer gradient norm")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    savefig(fig, out)
-    plt.close(fig)
+    write_png(fig, out)
     return out
 
 
@@ -74,10 +71,7 @@ def lr_plot(curves: dict[str, tuple[list[float], int]], title: str, out: Path) -
     ax.set(xlabel="epoch", ylabel="lr", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    savefig(fig, out)
-    plt.close(fig)
+    write_png(fig, out)
     return out
 
 

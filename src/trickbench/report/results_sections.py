@@ -16,6 +16,19 @@ from trickbench.report.results_verdicts import verdicts
 SCALES = {"cpu": "CPU scale", "gpu": "GPU scale"}
 
 
+def preset_header(path: Path) -> str:
+    """A preset's header comment after `# @package`, up to its command line, less its line on docs/results.md: the
+    setup a section prints, what a pilot asks."""
+    said = []
+    for line in path.read_text().splitlines()[1:]:
+        text = line[1:].strip()
+        if not line.startswith("#") or text.startswith("python "):
+            break
+        if not text.startswith("docs/results.md"):
+            said.append(text)
+    return " ".join(said)
+
+
 @dataclass
 class Preset:
     name: str
