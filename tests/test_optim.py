@@ -11,6 +11,7 @@ import torch
 from conftest import build_speednet as build
 from conftest import compose_cfg, composed
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
 from trickbench.config.validate import validate
@@ -281,6 +282,45 @@ def test_bad_fractions_fail_in_one_line_before_data(overrides, key, value, allow
     with pytest.raises(ConfigError) as e:
         validate(compose_cfg(overrides))
     assert str(e.value).startswith(f"{key}={value!r}: {allowed}")
+
+
+# every schedule point an epoch schedule has, set at the run's end (refused) and one epoch before it (taken); with a
+# 2-epoch warmup the schedule's epochs are 8 of the 10
+PAST_THE_RUN = [
+    ("step", "step_size", 10, 9, "below 10, the schedule's epochs"),
+    ("multistep", "milestones", [2, 10], [2, 9], "below 10, the schedule's epochs"),
+    ("cosine", "T_max", 11, 10, "at most 10, the schedule's epochs"),
+    ("linear", "total_iters", 11, 10, "at most 10, the schedule's epochs"),
+]
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+@pytest.mark.parametrize("name,key,past,within,allowed", PAST_THE_RUN, ids=[p[0] for p in PAST_THE_RUN])
+def test_a_schedule_point_past_the_run_is_refused_before_data(name, key, past, within, allowed, warmup):
+    def given(v):  # integer points count from the warmup's end
+        return [m - warmup for m in v] if isinstance(v, list) else v - warmup
+
+    base = [f"scheduler={name}", "scheduler.interval=epoch", "trainer.max_epochs=10"]
+    base.append(f"scheduler.warmup_epochs={warmup}")
+    value = given(past)
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([*base, f"scheduler.lr_scheduler.{key}={value}".replace(" ", "")]))
+    assert str(e.value).startswith(f"scheduler.lr_scheduler.{key}={value!r}: {allowed.replace('10', str(10 - warmup))}")
+    validate(compose_cfg([*base, f"scheduler.lr_scheduler.{key}={given(within)}".replace(" ", "")]))
+
+
+@pytest.mark.parametrize("name,key", [("cosine", "T_max"), ("linear", "total_iters")])
+def test_a_step_schedule_longer_than_the_run_is_refused_once_the_steps_are_known(name, key):
+    cfg = compose_cfg([f"scheduler={name}", f"scheduler.lr_scheduler.{key}={TOTAL + 1}"])
+    validate(cfg)  # in steps: the data's size decides the run's
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    with pytest.raises(ConfigError) as e:
+        build_scheduler(opt, cfg.scheduler, TOTAL, cfg.trainer.max_epochs)
+    assert str(e.value) == (
+        f"scheduler.lr_scheduler.{key}={TOTAL + 1}: at most {TOTAL}, the run's steps after the warmup: "
+        "the decay would stop short (null: all)"
+    )
+    assert build_scheduler(opt, OmegaConf.merge(cfg.scheduler, {"lr_scheduler": {key: TOTAL}}), TOTAL, 10)
 
 
 def test_quick_looks_at_presets_made_for_longer_runs():

@@ -110,7 +110,7 @@ class FileFault(TrickbenchError):
     @staticmethod
     def applies(error: OSError, run_dir) -> bool:
         """A cause the user can fix; other OSErrors (a network error, a bug) keep their traceback."""
-        fixable = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+        fixable = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)
         return error.errno in fixable or error.errno == errno.ENOENT and not os.path.isdir(str(run_dir))
 
     def __init__(self, error: OSError, run_dir):

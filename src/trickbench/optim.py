@@ -49,6 +49,28 @@ def _check_interval(lr_scheduler, cfg) -> None:
         raise ConfigError("scheduler.interval", interval, "epoch or step (how often the lr_scheduler steps)")
 
 
+def _epochs_after_warmup(cfg) -> float:
+    max_epochs = cfg.trainer.max_epochs
+    return max_epochs - run_length.in_epochs(cfg.scheduler.get("warmup_epochs", 0), max_epochs)
+
+
+def _within_run(key: str, at_end_ok: bool = False) -> Relation:
+    """An epoch count of the schedule (integer milestones, step_size; T_max, total_iters: at_end_ok) at or past the
+    run's epochs after the warmup: the lr never changes there (a milestone, a step) or the decay stops unfinished (a
+    length past the run). Counts in steps (interval=step) are checked once the run's steps are known."""
+
+    def ok(v, cfg) -> bool:
+        left = _epochs_after_warmup(cfg)
+        counts = [m for m in (v if is_list(v) else [v]) if not run_length.is_fraction(m)]
+        return cfg.scheduler.get("interval") != "epoch" or all(m < left or (at_end_ok and m == left) for m in counts)
+
+    def allowed(cfg) -> str:
+        left = f"{_epochs_after_warmup(cfg):g}, the schedule's epochs (trainer.max_epochs after the warmup)"
+        return f"at most {left}: the decay would stop short" if at_end_ok else f"below {left}: it would never fire"
+
+    return Relation(f"scheduler.lr_scheduler.{key}", ok, allowed)
+
+
 OPTIMIZER_TAKES = takes("optimizer", given=("params",), own=OPTIMIZER_KEYS)
 RULES = [
     Rule("optimizer.lr", positive, "a number > 0"),
@@ -121,6 +143,9 @@ RULES = [
             f"trainer.max_epochs={cfg.trainer.max_epochs} epochs): a decay inside the warmup cuts it short"
         ),
     ),
+    _within_run("milestones"),
+    _within_run("step_size"),
+    *[_within_run(k, at_end_ok=True) for k in RUN_LENGTH_ARGS],
 ]
 
 
@@ -242,6 +267,10 @@ def _schedule(
     per optimizer step."""
     partial = instantiate(cfg.lr_scheduler)
     cls, kwargs = partial.func, dict(partial.keywords)
+    for key in RUN_LENGTH_ARGS:  # in epochs, a Relation checked it before any data was read
+        if cfg.interval == "step" and kwargs.get(key) is not None and kwargs[key] > length:
+            allowed = f"at most {length}, the run's steps after the warmup: the decay would stop short (null: all)"
+            raise ConfigError(f"scheduler.lr_scheduler.{key}", kwargs[key], allowed)
     kwargs |= {k: length for k in RUN_LENGTH_ARGS if k in kwargs and kwargs[k] is None}
     kwargs = _relative(cls, kwargs, cfg, max_epochs, warmup)
     if steps_per_epoch is not None and cfg.interval == "epoch":

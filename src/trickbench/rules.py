@@ -49,10 +49,12 @@ class Relation:
 @dataclass(frozen=True)
 class NodeCheck:
     """A node whose keys limit each other, checked by check(node, cfg) raising ConfigError on the bad key (e.g. SWA's
-    start epoch against trainer.max_epochs); run after every Rule, like a Relation. A null node is not checked."""
+    start epoch against trainer.max_epochs); run after every Rule, like a Relation. A null node is not checked.
+    whole: fn refuses every key of the node it does not read (config/every_key.py then counts them all as read)."""
 
     key: str
     fn: Callable[[Any, Any], None]
+    whole: bool = False
 
     def check(self, value, cfg=None) -> None:
         if value is not None:
@@ -79,12 +81,27 @@ def takes(key: str, given: tuple[str, ...] = (), own: tuple[str, ...] = ()) -> N
             name = str(name)
             if not name.startswith("_") and name not in takes and name not in own:
                 ours = f"; and this project's {', '.join(own)}" if own else ""
-                raise ConfigError(f"{key}.{name}", node[name], f"{_choice(key, target)} takes {', '.join(takes)}{ours}")
+                allowed = f"{choice_name(key, target)} takes {', '.join(takes)}{ours}{options_with(f'{key}.{name}')}"
+                raise ConfigError(f"{key}.{name}", node[name], allowed)
 
     return NodeCheck(key, fn)
 
 
-def _choice(key: str, target: str) -> str:
+def options_with(key: str) -> str:
+    """'; momentum is optimizer=sgd's' for optimizer.momentum: the options of key's group whose yaml sets it."""
+    from trickbench.config import CONF_DIR
+
+    group, _, rest = key.partition(".")
+    folder = Path(CONF_DIR) / group
+    found = [
+        f"{group}={path.stem}"
+        for path in sorted(folder.glob("*.yaml") if rest and folder.is_dir() else [])
+        if OmegaConf.select(OmegaConf.load(path), rest, default=None) is not None
+    ]
+    return f"; {key.rsplit('.', 1)[-1]} is {' and '.join(found)}'s" if found else ""
+
+
+def choice_name(key: str, target: str) -> str:
     """optimizer=adam as the command line chose it; else the target's name (a config composed without Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 

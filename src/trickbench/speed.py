@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 # Lightning's (without transformer-engine, a package of its own); 64, 32 and 16 also as integers
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "bf16", "16", "64")
+ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}  # Lightning's own reading
 RULES = [
     Rule(
         "trainer.precision",
@@ -67,8 +68,12 @@ def resolve(cfg: DictConfig, precision=None) -> dict:
         precision = "bf16-mixed" if bf16 else "32-true"
         device, has = ("GPU" if gpu else "CPU"), ("has" if bf16 else "lacks")
         log.info("precision %s (trainer.precision=null: this %s %s native bfloat16)", precision, device, has)
-    elif "bf16" in str(precision) and gpu and not bf16:
+    else:  # recorded as what runs: Lightning's names, and the switch Lightning would make on a CPU, said here
+        precision = ALIASES.get(str(precision), str(precision))
+    if "bf16" in precision and gpu and not bf16:
         precision = _refuse("trainer.precision", precision, "this GPU has no bfloat16", "32-true")
+    elif precision == "16-mixed" and not gpu:
+        precision = _refuse("trainer.precision", precision, "float16 autocast runs on a GPU only", "bf16-mixed")
 
     benchmark = cfg.trainer.get("benchmark")
     if benchmark is None:

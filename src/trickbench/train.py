@@ -24,6 +24,7 @@ from trickbench.checkpoints import (
     remove_partial_saves,
     resumed_config,
 )
+from trickbench.config.command_choices import check_preset_sweep
 from trickbench.config.validate import validate
 from trickbench.errors import ConfigError, Diverged, FileFault, TrickbenchError, with_status
 from trickbench.models import build_model
@@ -81,6 +82,7 @@ def run(cfg: DictConfig, started: sweep.Launch | None = None, last: LastCheckpoi
         check_sweep_placement(cfg, job.kind)
     else:
         search.check_single_run(cfg)  # hparams_search=... without -m
+        check_preset_sweep()  # experiment=ablation/norms without -m
     out_dir = Path(cfg.paths.output_dir)
     done = finished(out_dir, list(job.overrides), job.multirun)
     if done is not None:

@@ -2,6 +2,7 @@
 console says each line once without the libraries' noise, its model summary has shapes and FLOPs per block, and
 TensorBoard gets the training loss of every logging interval."""
 
+import json
 import os
 import re
 import subprocess
@@ -114,6 +115,10 @@ def console(fmnist_mirror, tmp_path_factory) -> dict:
         "option": ["model=vgg17"],
         "key": ["optimizer.lrr=0.1"],
         "resume": [f"resume={tmp / 'no' / 'such' / 'run'}"],
+        # refused by the config checks, once Hydra has made the run's folder (results.json: failed)
+        "unread": ["+foo=1", f"hydra.run.dir={tmp / 'unread'}"],
+        "trick": ["scheduler=step", "trick=cosine", f"hydra.run.dir={tmp / 'trick'}"],
+        "sweep": ["experiment=ablation/norms", f"hydra.run.dir={tmp / 'sweep'}"],
     }
     started = {
         name: subprocess.Popen(
@@ -139,6 +144,22 @@ def test_cli_mistakes_are_one_line_and_start_nothing(console, name):
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert not (console["tmp"] / "logs").exists() and not (console["tmp"] / "no").exists()  # Hydra never started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,line",
+    [
+        ("unread", "error: foo=1: an unknown key: nothing reads it; the config has activation, augment,"),
+        ("trick", "error: scheduler='step': trick=cosine sets scheduler too, and Hydra would run this one"),
+        ("sweep", "error: norm='none,batch,layer,group,instance': experiment=ablation/norms sweeps norm: run it with"),
+    ],
+)
+def test_cli_settings_that_would_change_nothing_are_one_line(console, name, line):
+    proc = console[name]
+    assert proc.returncode == 2 and proc.stderr.startswith(line), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert json.loads((console["tmp"] / name / "results.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.slow

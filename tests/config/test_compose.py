@@ -7,10 +7,17 @@ import sys
 import pytest
 from conftest import CONF, ROOT, compose_cfg
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from trickbench.callbacks.swa import check_swa
-from trickbench.config.validate import check_trick_conflicts, validate
+from trickbench.config.command_choices import (
+    check_preset_sweep,
+    check_trick_against_command_line,
+    check_trick_conflicts,
+    trick_keys,
+)
+from trickbench.config.validate import validate
 from trickbench.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")  # hydra: Hydra's own settings
@@ -201,3 +208,54 @@ def test_swa_and_grad_clip_compose_with_other_tricks():
     for other in sorted(p.stem for p in (CONF / "trick").glob("*.yaml")):
         if other not in mine:
             check_trick_conflicts([*mine, other], CONF / "trick")
+
+
+# ---- a trick and an explicit setting of what it sets; a preset's sweep without -m ---------------------------------
+def test_every_key_a_trick_sets_given_on_the_command_line_too_is_refused_naming_both():
+    parser = OverridesParser.create()
+    for trick in sorted(p.stem for p in (CONF / "trick").glob("*.yaml")):
+        keys = trick_keys(CONF / "trick" / f"{trick}.yaml")
+        for key in sorted(keys):
+            with pytest.raises(ConfigError) as e:
+                check_trick_against_command_line([trick], CONF / "trick", parser.parse_overrides([f"{key}=1"]))
+            assert e.value.key == key and f"trick={trick} sets {key} too" in str(e.value)
+        others = parser.parse_overrides(["seed=3", "+not_a_trick_key.x=1"])
+        check_trick_against_command_line([trick], CONF / "trick", others)  # keys it does not set are the user's
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["scheduler=step", "trick=cosine"], "scheduler='step': trick=cosine sets scheduler too"),
+        (["optimizer.lr=0.05", "trick=[he_init,low_lr]"], "optimizer.lr=0.05: trick=low_lr sets optimizer.lr too"),
+    ],
+)
+def test_a_trick_and_the_command_lines_own_value_of_its_key_are_refused(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(overrides))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    validate(compose_cfg([*overrides[1:], "scheduler.warmup_epochs=1"]))  # a key of the trick's choice: the user's
+
+
+def sweeping_presets() -> list[str]:
+    found = []
+    for path in sorted((CONF / "experiment").rglob("*.yaml")):
+        name = path.relative_to(CONF / "experiment").with_suffix("").as_posix()
+        if OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params"):
+            found.append(name)
+    return found
+
+
+def test_a_preset_that_sweeps_run_without_m_is_refused_unless_every_swept_key_is_given():
+    assert len(sweeping_presets()) > 5
+    for name in sweeping_presets():
+        compose_cfg([f"experiment={name}"])
+        params = dict(HydraConfig.get().sweeper.params)
+        with pytest.raises(ConfigError) as e:
+            check_preset_sweep()
+        assert e.value.key == next(iter(params)) and f"experiment={name} sweeps " in str(e.value), name
+        assert str(e.value).endswith("run it with -m, or give it a value") or "give each a value" in str(e.value)
+        given = [f"{k}={v.split(',')[0]}" for k, v in params.items() if "(" not in str(v)]
+        if len(given) == len(params):  # a search space (interval(...)) has no plain first value
+            compose_cfg([f"experiment={name}", *given])
+            check_preset_sweep()

@@ -15,6 +15,7 @@ from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from trickbench.config.every_key import READ_BY
 from trickbench.config.validate import validate
 from trickbench.data import DATASETS
 from trickbench.errors import ConfigError, first_line
@@ -25,14 +26,7 @@ from trickbench.train import build_step_tricks
 HUGE = 10**12
 # The one allow-list: a key (or a node: every key below it) that accepts any value, and why.
 ALLOWED = {
-    "task_name": "any name: the folder logs/<task_name>/ and the run's label",
-    "report.baseline": "any string; the report names it when no configuration matches",
-    # the results presets' own metadata, read by make results-page; what a run takes from it (epochs, subsets)
-    # reaches trainer.max_epochs and data.* through interpolations, and their rules check it there
-    "results": "the results presets' metadata (title, claims, epochs per scale): read by the results page",
-    "scale": "a results sweep's sizes per scale: read through interpolations into data.* and trainer.*",
-    "hparams_search.from": "read by hparams_search=fine, which refuses a folder without best.json in one line",
-    "teacher_ckpt": "experiment=ablation/bag_of_tricks's slot for distill.teacher_ckpt, whose rule checks the file",
+    **READ_BY,  # nodes read whole by code that checks them itself (config/every_key.py)
     "logger.tensorboard.version": "any name or number: TensorBoard's subfolder ('': none)",
 }
 

@@ -3,8 +3,11 @@
 an edited mirror at the same path is decoded again); two processes building at once decode once; a file whose bytes
 fail their CRC-32 is decoded again, or stops the run in one line when its source is gone."""
 
+import errno
 import hashlib
 import multiprocessing as mp
+import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -138,3 +141,75 @@ def test_flipped_bytes_in_a_cached_split_are_decoded_again_or_stop_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: data cache {cache_file} is damaged (CRC-32 mismatch in ")
     assert err[0].endswith(f"allow the download or set {OFFLINE_HINT['fashion_mnist']}")
+
+
+# ---- OS errors on the data path: one line naming the path and the cause, nothing partial left ----------------------
+class FailingFile:
+    """A file whose writes fail with `code` once some bytes are in (a disk that fills mid-write)."""
+
+    def __init__(self, path, code: int):
+        self.fh, self.code, self.written = open(path, "wb"), code, 0  # noqa: SIM115
+
+    def write(self, b) -> int:
+        if self.written > 100:
+            raise OSError(self.code, os.strerror(self.code))
+        self.written += len(b)
+        return self.fh.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def inject(monkeypatch, where: str, code: int) -> None:
+    from trickbench.data import cache
+
+    error = OSError(code, os.strerror(code))
+    if where == "lock":
+        monkeypatch.setattr(cache.FileLock, "acquire", lambda self, *a, **k: (_ for _ in ()).throw(error))
+    elif where == "write":
+        monkeypatch.setattr(cache, "open", lambda path, mode: FailingFile(path, code), raising=False)
+    else:  # the rename of the whole temporary file into place
+        real = os.replace
+
+        def replace(src, dst):
+            if ".tmp" in Path(src).name and Path(dst).suffix == ".pt":
+                raise OSError(code, os.strerror(code), str(src))
+            return real(src, dst)
+
+        monkeypatch.setattr(cache.os, "replace", replace)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS], ids=errno.errorcode.get)
+@pytest.mark.parametrize("where", ["lock", "write", "rename"])
+def test_an_os_error_at_each_write_of_the_cache_is_one_line_and_leaves_nothing(
+    where, code, fmnist_mirror, tmp_path, monkeypatch, capsys
+):
+    root, run_dir = tmp_path / "data", tmp_path / "run"
+    inject(monkeypatch, where, code)
+    with pytest.raises(SystemExit) as stopped:  # as train.py runs it
+        main_task(compose_cfg(tiny_run_overrides(fmnist_mirror, root=root), run_dir))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    named = f"{root / 'cache'}:" if where == "lock" else f"{root / 'cache'}/fashion_mnist-"  # the file, not its tmp
+    assert len(err) == 1 and err[0].startswith(f"error: {named}") and os.strerror(code).lower() in err[0], err
+    if code in (errno.ENOSPC, errno.EDQUOT) and where != "lock":
+        assert re.search(r"\(this write needs [\d.]+ (bytes|KB|MB), ", err[0]), err[0]
+        assert err[0].endswith(f"free some space, then resume={run_dir}")
+    else:
+        assert err[0].endswith(f"fix that, then resume={run_dir}") or "free some space" in err[0]
+    assert [p.name for p in (root / "cache").iterdir()] == []  # no partial cache, no temporary file, no lock
+
+
+def test_a_cache_folder_under_a_file_is_one_line(fmnist_mirror, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(SystemExit) as stopped:
+        main_task(compose_cfg(tiny_run_overrides(fmnist_mirror, root=tmp_path / "a-file"), tmp_path / "run"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 'a-file'}") and "not a directory" in err[0]

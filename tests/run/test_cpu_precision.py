@@ -50,6 +50,18 @@ def test_auto_precision_follows_the_probe(monkeypatch, caplog, native):
     assert explicit["precision"] == "32-true"  # an explicit value is the user's, on either CPU
 
 
+@pytest.mark.parametrize(
+    "given,ran", [("32", "32-true"), ("bf16", "bf16-mixed"), ("64", "64-true"), ("16-mixed", "bf16-mixed")]
+)
+def test_precision_is_recorded_as_what_runs_and_a_cpu_switch_is_said(caplog, given, ran):
+    with caplog.at_level("WARNING"):
+        settings = speed.resolve(compose_cfg(["trainer.accelerator=cpu", f"trainer.precision={given}"]))
+    assert settings["precision"] == ran  # Lightning's own name; on a CPU Lightning would run 16-mixed as bf16-mixed
+    said = [r.getMessage() for r in caplog.records]
+    switched = "trainer.precision=16-mixed ignored: float16 autocast runs on a GPU only; using bf16-mixed"
+    assert said == ([switched] if given == "16-mixed" else [])
+
+
 @pytest.fixture(scope="module")
 def bf16_overrides(fmnist_mirror, tmp_path_factory):
     root = tmp_path_factory.mktemp("bf16") / "data"

@@ -9,13 +9,14 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from trickbench import checkpoints, models, nn, optim, speed, tuning
 from trickbench.callbacks import monitors
 from trickbench.config import CONF_DIR
+from trickbench.config.command_choices import check_command_choices
+from trickbench.config.every_key import check_every_key_read
 from trickbench.data import augment, datamodule
 from trickbench.errors import ConfigError
 from trickbench.report import callback as report_callback
@@ -156,6 +157,7 @@ def _entries(group: str):
 RULES = [
     Rule("seed", lambda v: integer(0)(v) and v < 2**32, "an integer in [0, 2**32) (Lightning's seed_everything)"),
     Rule("trainer.max_epochs", integer(1), "an integer >= 1"),
+    Rule("task_name", lambda v: text(v) and "/" not in v, "a folder name: runs go to <paths.log_dir>/<task_name>/"),
     Rule("loss.label_smoothing", fraction, "a number in [0, 1)"),
     # Lightning takes a value <= 0 as "off" without a word, and refuses a bad algorithm only with a traceback
     Rule("trainer.gradient_clip_val", optional(positive), "null (off) or a number > 0"),
@@ -208,53 +210,7 @@ def target_rules(cfg: DictConfig) -> list:
 
 def validate(cfg: DictConfig) -> None:
     """Every rule of every module, before any data is read: types and ranges first, then limits set by other keys."""
-    check(cfg, list(dict.fromkeys([*CORE_RULES, *target_rules(cfg)])))  # a core module can also be a _target_
-    if HydraConfig.initialized():  # trick choices live in Hydra's record of the command line
-        check_trick_conflicts(selected_tricks(), trick_dir())
-
-
-def selected_tricks() -> list[str]:
-    """The trick options chosen on the command line (trick=a or trick=[a,b])."""
-    for o in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
-        if o.key_or_group == "trick":
-            value = o.value()
-            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return []
-
-
-def trick_dir() -> Path:
-    main = next(s for s in HydraConfig.get().runtime.config_sources if s.provider == "main")
-    return Path(main.path) / "trick"
-
-
-def trick_keys(path: Path) -> set[str]:
-    """The config keys a trick file sets: its plain values (dotted) and the groups it overrides."""
-    node = OmegaConf.load(path)
-    keys = set()
-    for entry in node.pop("defaults", None) or []:
-        if isinstance(entry, DictConfig):
-            keys |= {k.removeprefix("override ").lstrip("/") for k in entry.keys()}
-
-    def walk(n, prefix):
-        for k, v in n.items():
-            if isinstance(v, DictConfig) and len(v):
-                walk(v, f"{prefix}{k}.")
-            else:
-                keys.add(f"{prefix}{k}")
-
-    walk(node, "")
-    return keys
-
-
-def check_trick_conflicts(tricks: list[str], directory: Path) -> None:
-    """Two tricks that set the same key are an error, not a silent last-wins."""
-    seen: dict[str, str] = {}
-    for trick in tricks:
-        for key in sorted(trick_keys(directory / f"{trick}.yaml")):
-            if key in seen and seen[key] != trick:
-                raise ConfigError(
-                    "trick",
-                    f"[{','.join(tricks)}]",
-                    f"{seen[key]} and {trick} both set {key}; combine tricks that set different keys",
-                )
-            seen[key] = trick
+    rules = list(dict.fromkeys([*CORE_RULES, *target_rules(cfg)]))  # a core module can also be a _target_
+    check(cfg, rules)
+    check_every_key_read(cfg, rules)
+    check_command_choices()  # trick choices live in Hydra's record of the command line

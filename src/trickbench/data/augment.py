@@ -52,7 +52,7 @@ RULES = [
     Rule("augment.erasing.scale", _is_range(1e-6, 1), "[low, high] with 0 < low <= high <= 1 (fractions of the image)"),
     Rule("augment.erasing.ratio", _is_range(1e-6), "[low, high] with 0 < low <= high (height / width)"),
     Rule("augment.erasing.value", number(), "a number (pixel value in [0, 1] space)"),
-    NodeCheck("augment.color_jitter", _check_color_jitter),
+    NodeCheck("augment.color_jitter", _check_color_jitter, whole=True),
     Rule("data.normalize", one_of(NORMALIZE_MODES), f"one of {list(NORMALIZE_MODES)}"),
 ]
 

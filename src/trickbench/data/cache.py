@@ -28,17 +28,24 @@ def sha256_of(path: Path) -> str:
 
 
 def load_or_build(cache_file: Path, build: Callable[[], dict]) -> tuple[dict, bool]:
-    """(cached dict, True) if cache_file exists, else (build(), False) after saving it there."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = Path(str(cache_file) + ".lock")
-    with FileLock(lock):
-        try:
-            return _load_or_build(cache_file, build)
-        finally:
-            # removed while held: a job still waiting on it (or on a new one) finds the cache file written, and a
-            # second decode after a failed one is harmless (writes are atomic); Windows keeps an open file
-            with contextlib.suppress(OSError):
-                lock.unlink(missing_ok=True)
+    """(cached dict, True) if cache_file exists, else (build(), False) after saving it there. An OSError (a full disk,
+    a quota, a permission, the cache folder under a file) keeps its errno and names the cache's path: train.py says
+    it in one line (errors.FileFault)."""
+    lock = FileLock(Path(str(cache_file) + ".lock"))
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as e:
+        e.filename = e.filename or str(cache_file.parent)
+        raise
+    try:
+        return _load_or_build(cache_file, build)
+    finally:
+        # removed while held: a job still waiting on it (or on a new one) finds the cache file written, and a
+        # second decode after a failed one is harmless (writes are atomic); Windows keeps an open file
+        with contextlib.suppress(OSError):
+            Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()
 
 
 def damage(cache_file: Path) -> str | None:
@@ -68,10 +75,28 @@ def _load_or_build(cache_file: Path, build: Callable[[], dict]) -> tuple[dict, b
         if why is None:
             raise
         raise TrickbenchError(f"data cache {cache_file} is {why}, and decoding it again failed: {first_line(e)}") from e
+    _save(data, cache_file)
+    return data, False
+
+
+def _save(data: dict, cache_file: Path) -> None:
+    """Whole or not at all: a temporary file beside it, renamed. torch.save into an open file, not a path: there a
+    full disk raises the OSError with its errno (to a path, torch's writer says RuntimeError with none), and no
+    second copy of the data is made in memory."""
     tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
     try:
-        torch.save(data, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(data, fh)
         os.replace(tmp, cache_file)
+    except (OSError, RuntimeError) as e:
+        # a failed write inside torch.save surfaces as the zip writer's RuntimeError on closing, the OSError before it
+        error = e if isinstance(e, OSError) else e.__context__
+        if not isinstance(error, OSError):
+            raise
+        error.needed_bytes = sum(t.nbytes for t in data.values() if isinstance(t, torch.Tensor))
+        if error.filename is None or str(error.filename) == str(tmp):
+            error.filename = str(cache_file)  # the user's file, not our temporary name (a failed write names none)
+        raise error from None
     finally:
-        tmp.unlink(missing_ok=True)
-    return data, False
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

@@ -55,7 +55,7 @@ RULES = [
     Rule("model.dropout", fraction, "a number in [0, 1)"),
     Rule("model.conv_dropout", fraction, "a number in [0, 1)"),
     Rule("model.skip", boolean, "true or false"),
-    NodeCheck("model", _built_on_meta),
+    NodeCheck("model", _built_on_meta, whole=True),  # build_model refuses an option its model lacks
 ]
 
 

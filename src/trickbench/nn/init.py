@@ -5,7 +5,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from trickbench.errors import ConfigError
+from trickbench.rules import Rule, one_of
 
 INITS = {
     "default": None,  # keep PyTorch's own init (Kaiming uniform with a=sqrt(5))
@@ -14,12 +14,13 @@ INITS = {
     "he_uniform": partial(nn.init.kaiming_uniform_, nonlinearity="relu"),
     "he_normal": partial(nn.init.kaiming_normal_, nonlinearity="relu"),
 }
+NAME = Rule("init.name", one_of(INITS), f"one of {list(INITS)}")
+RULES = [NAME]
 
 
 @torch.no_grad()
 def init_weights(net: nn.Module, name: str) -> nn.Module:
-    if name not in INITS:
-        raise ConfigError("init.name", name, f"one of {list(INITS)}")
+    NAME.check(name)
     fn = INITS[name]
     if fn is None:
         return net

@@ -11,13 +11,11 @@ from typing import Callable
 from torch import nn
 
 from trickbench.errors import ConfigError, is_number
-from trickbench.rules import Rule, integer
+from trickbench.rules import NodeCheck, Rule, integer, one_of
 
 PLACEMENTS = ("before_act", "after_act")
 NORMS = ("none", "batch", "layer", "group", "instance")
-RULES = [
-    Rule("norm.groups", integer(1), "a positive integer (a layer of C channels takes gcd(groups, C) groups)"),
-]
+KEYS = ("name", "placement", "groups", "eps", "momentum", "affine_weight")
 
 
 def _group_norm(groups: int, eps: float, per_group: int = 1) -> Callable[[int], nn.Module]:
@@ -77,6 +75,22 @@ def _checked(cfg, name: str) -> tuple[float, float | None, bool]:
     if not isinstance(affine_weight, bool):
         raise ConfigError("norm.affine_weight", affine_weight, "true (gamma trained) or false (gamma fixed at 1)")
     return eps, momentum, affine_weight
+
+
+def _check_keys(node, cfg=None) -> None:
+    """A key no norm reads, named with those they take."""
+    for key in node:
+        if key not in KEYS:
+            raise ConfigError(f"norm.{key}", node[key], f"an unknown key: norm takes {', '.join(KEYS)}")
+    _checked(node, node.get("name"))
+
+
+RULES = [
+    Rule("norm.name", one_of(NORMS), f"one of {list(NORMS)}"),
+    Rule("norm.placement", one_of(PLACEMENTS), f"one of {list(PLACEMENTS)} (the norm after the conv or the activation)"),
+    Rule("norm.groups", integer(1), "a positive integer (a layer of C channels takes gcd(groups, C) groups)"),
+    NodeCheck("norm", _check_keys, whole=True),
+]
 
 
 def make_norm_spec(cfg) -> NormSpec:

@@ -9,9 +9,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.report.write import DEFAULT_TARGET_ACC, failures, write_report
-from trickbench.rules import Rule, number, optional
+from trickbench.rules import Rule, number, optional, text
 
-RULES = [Rule("report.target_acc", optional(number(0, 1, open_low=True)), "null or an accuracy in (0, 1]")]
+RULES = [
+    Rule("report.target_acc", optional(number(0, 1, open_low=True)), "null or an accuracy in (0, 1]"),
+    Rule("report.baseline", optional(text), "null (the first configuration) or one, as the report names it: trick=none"),
+]
 
 # the package's name, not this module's: the sweep's log lines name the logger, as before report/ was split
 log = logging.getLogger(__package__)
