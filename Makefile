@@ -72,7 +72,7 @@ reproduce:  ## docs/results.md at SCALE=cpu|gpu: every part's sweep (resuming), 
 		if grep -qs '"status": "ok"' $$dir/results.json; then echo "== part_d_teacher: done"; else \
 			echo "== part_d_teacher (Part D's distillation teacher)"; \
 			if [ -f $$dir/checkpoints/last.ckpt ]; then where=resume=$$dir; else where=hydra.run.dir=$$dir; fi; \
-			$(BIN)/python train.py experiment=results/part_d_teacher scale=gpu $(SOURCES) $(ARGS) $$where || failed=1; \
+			$(BIN)/python train.py experiment=results/part_d_teacher scale=gpu seed=0 $(SOURCES) $(ARGS) $$where || failed=1; \
 		fi; \
 	fi; \
 	for part in $(PARTS); do \

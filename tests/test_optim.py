@@ -378,7 +378,10 @@ def test_a_keyword_the_class_lacks_is_named_with_what_its_signature_takes():
         validate(compose_cfg(["optimizer=adam", "+optimizer.momentum=0.9"]))
     assert str(err.value).startswith(
         "optimizer.momentum=0.9: optimizer=adam takes lr, betas, eps, weight_decay, amsgrad, "
-    ) and str(err.value).endswith("; and this project's scale_lr_to_batch, no_bias_decay, norm_lr_scale")
+    ) and str(err.value).endswith(
+        "; and this project's scale_lr_to_batch, no_bias_decay, norm_lr_scale; momentum is optimizer=nesterov and "
+        "optimizer=sgd's"
+    )
     assert "params" not in str(err.value)  # the builder passes the parameters itself
     with pytest.raises(ConfigError, match=r"^scheduler\.lr_scheduler\.gama=0\.1: scheduler=step takes step_size, "):
         validate(compose_cfg(["scheduler=step", "+scheduler.lr_scheduler.gama=0.1"]))

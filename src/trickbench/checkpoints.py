@@ -92,9 +92,24 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, L
         for stale in (run_dir / LAST_CKPT.parent).glob("best-*.ckpt"):  # the first attempt's; it writes them again
             stale.unlink()
     resumed = kept_settings(cfg, resumed, overrides, run_dir)
+    moved_from = resumed.paths.get("output_dir")
+    if moved_from and Path(moved_from) != run_dir:
+        log.info("resume=%s: the run was moved from %s; its paths follow it", run_dir, moved_from)
+        resumed = OmegaConf.create(_follow(OmegaConf.to_container(resumed), str(moved_from), str(run_dir)))
     resumed.paths.output_dir = str(run_dir)
     resumed.resume = str(run_dir)
     return resumed, last
+
+
+def _follow(node, old: str, new: str):
+    """node with every path under old (the run folder the stored config names: checkpoints, loggers) under new."""
+    if isinstance(node, dict):
+        return {k: _follow(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_follow(v, old, new) for v in node]
+    if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
+        return new + node[len(old.rstrip("/")) :]
+    return node
 
 
 def check_resume(run_dir) -> None:

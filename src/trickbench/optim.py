@@ -4,6 +4,7 @@ exponential decay's final factor (scheduler). Warmup, milestones and step sizes 
 (run_length.py: an integer is epochs, a float in (0, 1) a fraction)."""
 
 import logging
+import math
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
@@ -12,6 +13,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
 
 from trickbench import run_length
+from trickbench.data.registry import DATASETS
 from trickbench.errors import ConfigError
 from trickbench.rules import (
     NodeCheck,
@@ -54,17 +56,35 @@ def _epochs_after_warmup(cfg) -> float:
     return max_epochs - run_length.in_epochs(cfg.scheduler.get("warmup_epochs", 0), max_epochs)
 
 
+def _most_steps(cfg) -> int | None:
+    """An upper bound on the run's optimizer steps before any data is read: every epoch a full pass over the train
+    images the config names (data.subset, else the dataset's whole train set) in batches of data.batch_size."""
+    data = cfg.get("data") or {}  # a builder's own check (check_scheduler) has no data node
+    name, batch = data.get("name"), data.get("batch_size")
+    if name not in DATASETS or not isinstance(batch, int) or batch < 1:
+        return None
+    images = min(data.get("subset") or DATASETS[name].train_size, DATASETS[name].train_size)
+    return cfg.trainer.max_epochs * math.ceil(images / batch)
+
+
 def _within_run(key: str, at_end_ok: bool = False) -> Relation:
-    """An epoch count of the schedule (integer milestones, step_size; T_max, total_iters: at_end_ok) at or past the
-    run's epochs after the warmup: the lr never changes there (a milestone, a step) or the decay stops unfinished (a
-    length past the run). Counts in steps (interval=step) are checked once the run's steps are known."""
+    """A count of the schedule (integer milestones, step_size; T_max, total_iters: at_end_ok) at or past the run's
+    epochs after the warmup: the lr never changes there (a milestone, a step) or the decay stops unfinished (a length
+    past the run). Counts in steps (interval=step) against the most steps the run can have; build_scheduler checks
+    them against its exact steps."""
 
     def ok(v, cfg) -> bool:
-        left = _epochs_after_warmup(cfg)
         counts = [m for m in (v if is_list(v) else [v]) if not run_length.is_fraction(m)]
+        if cfg.scheduler.get("interval") == "step":
+            most = _most_steps(cfg)
+            return most is None or all(m <= most for m in counts)
+        left = _epochs_after_warmup(cfg)
         return cfg.scheduler.get("interval") != "epoch" or all(m < left or (at_end_ok and m == left) for m in counts)
 
     def allowed(cfg) -> str:
+        if cfg.scheduler.get("interval") == "step":
+            most = "trainer.max_epochs x the train images / data.batch_size"
+            return f"at most {_most_steps(cfg)}, the most steps this run can have ({most}): the decay would stop short"
         left = f"{_epochs_after_warmup(cfg):g}, the schedule's epochs (trainer.max_epochs after the warmup)"
         return f"at most {left}: the decay would stop short" if at_end_ok else f"below {left}: it would never fire"
 

@@ -85,6 +85,8 @@ def run(cfg: DictConfig, started: sweep.Launch | None = None, last: LastCheckpoi
         check_preset_sweep()  # experiment=ablation/norms without -m
     out_dir = Path(cfg.paths.output_dir)
     done = finished(out_dir, list(job.overrides), job.multirun)
+    if done is not None and last is not None and cfg.trainer.max_epochs > last.config["trainer"]["max_epochs"]:
+        done = None  # resume= of a finished run with a longer trainer.max_epochs (allowed by resume_changes) trains on
     if done is not None:
         log.info("skipped: %s already says status ok", out_dir / "results.json")
         return done

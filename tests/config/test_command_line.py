@@ -151,7 +151,7 @@ def test_cli_mistakes_are_one_line_and_start_nothing(console, name):
     "name,line",
     [
         ("unread", "error: foo=1: an unknown key: nothing reads it; the config has activation, augment,"),
-        ("trick", "error: scheduler='step': trick=cosine sets scheduler too, and Hydra would run this one"),
+        ("trick", "error: scheduler='step': trick=cosine sets only scheduler; Hydra runs the command line's, so the"),
         ("sweep", "error: norm='none,batch,layer,group,instance': experiment=ablation/norms sweeps norm: run it with"),
     ],
 )

@@ -20,19 +20,19 @@ PILOTS = ("part_d_teacher", "part_d_pilot", "part_d_zero_gamma_pilot", "part_d_c
 SWEEPS = [p for p in PRESETS if p not in PILOTS]
 # one job per preset: the configuration that exercises the most of it (at CPU scale unless it is GPU-only)
 ONE_STEP = {
-    "part_a": ["data=cifar10", "variant=part_a/lenet5"],
-    "part_b": ["variant=part_b/sigmoid_9conv"],
-    "part_b_solutions": ["trick=batchnorm"],
-    "part_c": ["ladder=generalization/lr_decay"],
-    "part_d": ["variant=part_d/mixup"],
-    "part_d_pilot": ["variant=part_d/baseline", "results.length=p30"],
-    "part_d_zero_gamma_pilot": ["variant=part_d/alone_zero_gamma", "results.length=p15"],
-    "part_d_teacher": [],
-    "part_b_pilot": ["variant=part_b/relu_12conv"],
-    "part_b_pilot_long": ["variant=part_b/sigmoid_2block"],
-    "part_b_pilot_data": ["variant=part_b/sigmoid_2block"],
-    "part_d_converged_pilot": [],
-    "part_b_solutions_pilot": ["trick=he_init"],
+    "part_a": ["data=cifar10", "variant=part_a/lenet5", "seed=0"],
+    "part_b": ["variant=part_b/sigmoid_9conv", "seed=0"],
+    "part_b_solutions": ["trick=batchnorm", "seed=0"],
+    "part_c": ["ladder=generalization/lr_decay", "seed=0"],
+    "part_d": ["variant=part_d/mixup", "seed=0"],
+    "part_d_pilot": ["variant=part_d/baseline", "results.length=p30", "seed=0"],
+    "part_d_zero_gamma_pilot": ["variant=part_d/alone_zero_gamma", "results.length=p15", "seed=0"],
+    "part_d_teacher": ["seed=0"],
+    "part_b_pilot": ["variant=part_b/relu_12conv", "seed=0"],
+    "part_b_pilot_long": ["variant=part_b/sigmoid_2block", "seed=0"],
+    "part_b_pilot_data": ["variant=part_b/sigmoid_2block", "seed=0"],
+    "part_d_converged_pilot": ["seed=0"],
+    "part_b_solutions_pilot": ["trick=he_init", "seed=0"],
 }
 
 

@@ -3,10 +3,11 @@ line naming both values, unless resume_changes allows it; an allowed change take
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
-from conftest import compose_cfg, tiny_run_overrides
+from conftest import compose_cfg, tiny_run_overrides, train_cli
 
 from trickbench.errors import ConfigError
 from trickbench.config.resume_changes import kept_settings
@@ -47,6 +48,31 @@ def test_the_runs_own_value_again_and_allowed_changes_take_effect_and_are_said_o
     assert json.loads((run_dir / "results.json").read_text())["epochs"] == 2
     stored = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]["config"]
     assert stored["trainer"]["log_every_n_steps"] == 1 and stored["optimizer"]["lr"] == 0.002
+
+
+@pytest.mark.slow
+def test_a_finished_run_resumed_with_more_epochs_trains_on_and_then_is_done(fmnist_mirror, tmp_path):
+    run_dir = tmp_path / "run"  # a real process: Hydra records the run's overrides in .hydra/, as resume= reads them
+    overrides = [*tiny_run_overrides(fmnist_mirror, root=tmp_path / "data"), "seed=4", f"hydra.run.dir={run_dir}"]
+    assert train_cli(*overrides).returncode == 0
+    assert main_task(compose_cfg([f"resume={run_dir}", "trainer.max_epochs=2"])) > 0  # not "skipped: ... status ok"
+    assert json.loads((run_dir / "results.json").read_text())["epochs"] == 2
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 2  # a row per epoch, each once
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    main_task(compose_cfg([f"resume={run_dir}", "trainer.max_epochs=2"]))  # finished at its length: skipped
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_a_moved_run_resumes_in_its_new_folder_and_writes_nothing_in_the_old(run_dir, tmp_path, caplog):
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(run_dir, moved)
+    with caplog.at_level(logging.INFO, logger="trickbench.checkpoints"):
+        assert main_task(compose_cfg([f"resume={moved}", "trainer.max_epochs=2"])) > 0
+    assert f"resume={moved}: the run was moved from {run_dir}; its paths follow it" in caplog.messages
+    assert not run_dir.exists()  # checkpoints and loggers follow the folder, not the paths stored in last.ckpt
+    assert json.loads((moved / "results.json").read_text())["epochs"] == 2
+    stored = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]["config"]
+    assert stored["paths"]["output_dir"] == str(moved)
 
 
 @pytest.mark.parametrize(

@@ -64,13 +64,17 @@ def check_trick_conflicts(tricks: list[str], directory: Path) -> None:
 
 
 def check_trick_against_command_line(tricks: list[str], directory: Path, overrides: list) -> None:
-    """scheduler=step trick=cosine, optimizer.lr=0.05 trick=low_lr: the command line's would run, not the trick's."""
+    """scheduler=step trick=cosine, optimizer.lr=0.05 trick=low_lr: Hydra runs the command line's, and a trick all of
+    whose keys the command line sets changes nothing. Some of them set is tuning it (trick=swa
+    callbacks.swa.swa_epoch_start=2)."""
+    given = {o.key_or_group: o for o in overrides if o.key_or_group != "trick"}
     for trick in tricks:
-        keys = trick_keys(directory / f"{trick}.yaml")
-        for o in overrides:
-            if o.key_or_group != "trick" and o.key_or_group in keys:
-                allowed = f"trick={trick} sets {o.key_or_group} too, and Hydra would run this one; give one of them"
-                raise ConfigError(o.key_or_group, o.value(), allowed)
+        keys = sorted(trick_keys(directory / f"{trick}.yaml"))
+        if keys and all(k in given for k in keys):
+            o = given[keys[0]]
+            sets = f"sets only {keys[0]}" if len(keys) == 1 else f"sets only {', '.join(keys)}, all given here too"
+            allowed = f"trick={trick} {sets}; Hydra runs the command line's, so the trick would change nothing"
+            raise ConfigError(o.key_or_group, o.value(), f"{allowed}: give one of them")
 
 
 def check_preset_sweep() -> None:
@@ -80,7 +84,8 @@ def check_preset_sweep() -> None:
         return
     params = HydraConfig.get().sweeper.get("params") or {}
     given = {o.key_or_group for o in _command_line()}
-    swept = [k for k in params if k not in given]
+    parser = OverridesParser.create()
+    swept = [k for k, v in params.items() if k not in given and parser.parse_override(f"{k}={v}").is_sweep_override()]
     if not swept or "resume" in given or "hparams_search" in given:  # hparams_search: search.check_single_run
         return
     choices = HydraConfig.get().runtime.choices
