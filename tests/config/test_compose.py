@@ -241,10 +241,12 @@ def test_a_trick_and_the_command_lines_own_value_of_its_key_are_refused(override
 
 
 def sweeping_presets() -> list[str]:
-    found = []
+    """The experiment presets whose own params sweep (a single value is one configuration, not a sweep)."""
+    parser, found = OverridesParser.create(), []
     for path in sorted((CONF / "experiment").rglob("*.yaml")):
         name = path.relative_to(CONF / "experiment").with_suffix("").as_posix()
-        if OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params"):
+        params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
+        if any(parser.parse_override(f"{k}={v}").is_sweep_override() for k, v in params.items()):
             found.append(name)
     return found
 
@@ -253,10 +255,11 @@ def test_a_preset_that_sweeps_run_without_m_is_refused_unless_every_swept_key_is
     assert len(sweeping_presets()) > 5
     for name in sweeping_presets():
         compose_cfg([f"experiment={name}"])
-        params = dict(HydraConfig.get().sweeper.params)
+        params, parser = dict(HydraConfig.get().sweeper.params), OverridesParser.create()
+        swept = [k for k, v in params.items() if parser.parse_override(f"{k}={v}").is_sweep_override()]
         with pytest.raises(ConfigError) as e:
             check_preset_sweep()
-        assert e.value.key == next(iter(params)) and f"experiment={name} sweeps " in str(e.value), name
+        assert e.value.key == swept[0] and f"experiment={name} sweeps " in str(e.value), name
         assert str(e.value).endswith("run it with -m, or give it a value") or "give each a value" in str(e.value)
         given = [f"{k}={v.split(',')[0]}" for k, v in params.items() if "(" not in str(v)]
         if len(given) == len(params):  # a search space (interval(...)) has no plain first value

@@ -58,19 +58,25 @@ def test_a_key_nothing_reads_is_refused_under_every_node_of_every_option(tmp_pat
         **{f"trick={t}": ["model=resnet18"] for t in ("resnet_d", "zero_gamma", "stochastic_depth")},
         "trick=distill": [f"distill.teacher_ckpt={tmp_path / 'teacher.ckpt'}"],
     }
-    wrong, alone = {}, set()
+    wrong, alone, tried = {}, set(), set()
     for group, option, path in options():
         cfg = compose_cfg([f"{group}={option}", *needs.get(f"{group}={option}", [])])
         rules = list(dict.fromkeys([*CORE_RULES, *target_rules(cfg)]))
         dead = list(unread(cfg, rules))
         if dead:
             wrong[f"{group}={option}"] = f"keys nothing reads: {dead}"
+        # each option's own node; a preset's other nodes once per class they build (presets repeat the groups')
+        nodes = [n for n in nodes_set_by(group, path, cfg) if n.split(".")[0] not in READ_BY]
+        nodes = [n for n in nodes if n == group or (n, OmegaConf.select(cfg, f"{n}._target_")) not in tried]
+        if not nodes:
+            continue
         try:
             validate(cfg)
         except Exception:  # noqa: BLE001  a rung or variant alone lacks its preset's slots
             alone.add(group)
             continue
-        for node in [n for n in nodes_set_by(group, path, cfg) if n.split(".")[0] not in READ_BY]:
+        for node in nodes:
+            tried.add((node, OmegaConf.select(cfg, f"{node}._target_")))
             what = refusal(cfg, node)
             if what is not None:
                 wrong[f"{group}={option} +{node}.{UNKNOWN}"] = what
