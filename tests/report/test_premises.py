@@ -95,10 +95,10 @@ results:
 SETUP = " (setup: lr x0.96 per epoch as the source, whatever the length; batch 128 (the source's, 256))"
 
 
-def _page(tmp_path: Path, clean: float) -> str:
+def _page(tmp_path: Path, clean: float, preset: str = PRESET) -> str:
     conf = tmp_path / "conf" / "experiment" / "results"
     conf.mkdir(parents=True)
-    (conf / "t.yaml").write_text(PRESET)
+    (conf / "t.yaml").write_text(preset)
     sweep = tmp_path / "runs" / "cpu" / "t"
     for s in range(3):
         job(sweep / str(s), ["variant=p/base"], s, 0.7, 0.50 + s / 100, train_clean=clean)
@@ -115,6 +115,17 @@ def test_a_failed_premise_stops_the_claims_of_its_part(tmp_path):
     claim = f"| A1 | [Part A: a better net does better{SETUP}](#t) | lecture | lecture: test ~89% |"
     assert f"{claim} **premise failed: the base net overfits** |" in summary
     assert "**Premise failed:** the base net overfits." in text and "**supports**" not in summary
+
+
+def test_a_premise_of_named_claims_stops_those_alone(tmp_path):
+    scoped = PRESET.replace("      premise: true\n", "      premise: true\n      premise_of: [A1]\n", 1)
+    text = _page(tmp_path, clean=0.52, preset=scoped)
+    summary = text[text.index("## Summary") : text.index("## Method")]
+    a1 = f"| A1 | [Part A: a better net does better{SETUP}](#t) | lecture | lecture: test ~89% | "
+    assert f"{a1}**premise failed: the base net overfits** |" in summary
+    other = "[Part A: better trains better than base (setup: batch 128 (the source's, 256))](#t) | project | - | "
+    assert f"| - | {other}**inconclusive** |" in summary  # judged: the failed premise is A1's, not this claim's
+    assert "**Premise failed:** the base net overfits. A1 is not judged at this scale." in text
 
 
 def test_claims_carry_ids_source_figures_units_and_what_seeds_resolve(tmp_path):

@@ -49,6 +49,7 @@ class Verdict:
     effect: str  # the number behind the verdict, with its interval or the absolute check it passed or failed
     premise: bool = False
     half_width: float | None = None  # of its 95% interval: the smallest effect the seeds resolve
+    premise_of: tuple[str, ...] = ()  # a premise's: the ids of the claims it is the premise of (none: every claim)
 
 
 def label(overrides: str) -> str:

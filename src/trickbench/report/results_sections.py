@@ -129,7 +129,9 @@ def premise_lines(checked: dict) -> list[str]:
     lines.append("")
     for v in premises:
         if v.verdict == claims.FAILS:
-            lines += [f"**Premise failed:** {v.says}. The claims on its dataset are not judged at this scale.", ""]
+            verb = "is" if len(v.premise_of) == 1 else "are"
+            which = f"{' and '.join(v.premise_of)} {verb}" if v.premise_of else "The claims on its dataset are"
+            lines += [f"**Premise failed:** {v.says}. {which} not judged at this scale.", ""]
         elif v.verdict == claims.UNJUDGED:
             lines += [f"**Premise not checked:** {v.says}. The claims below are judged without it.", ""]
     return lines

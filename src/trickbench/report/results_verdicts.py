@@ -1,6 +1,7 @@
 """Every claim of a preset at one scale, per dataset it names: its premises checked first, then each claim judged
 on its table, unless a premise of the same dataset failed ("premise failed: <the premise>"), the scale leaves out a
-configuration it names ("not run at this scale") or nothing ran ("not measured yet")."""
+configuration it names ("not run at this scale") or nothing ran ("not measured yet"). A premise with `premise_of:
+[ids]` is the premise of those claims only (B2's "the 3-block net fits" is not B3's); one without, of every claim."""
 
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def verdicts(preset, scale: str, found: list, root: Path) -> dict:
                 reason = not_run_reason(preset, scale, claim)
                 premise = bool(claim.get("premise"))
                 failed = [
-                    v for (_, d), v in out.items() if d == dataset and v.premise and v.verdict == claims.FAILS
+                    v
+                    for (j, d), v in out.items()
+                    if d == dataset and v.premise and v.verdict == claims.FAILS and _premise_of(listed[j], claim)
                 ]
                 if reason:
                     out[i, dataset] = claims.Verdict(claims.text(claim), claims.NOT_RUN, reason, premise)
@@ -60,7 +63,13 @@ def verdicts(preset, scale: str, found: list, root: Path) -> dict:
                     out[i, dataset] = claims.Verdict(claims.text(claim), verdict, failed[0].effect)
                 else:
                     out[i, dataset] = _judge(preset, scale, claim, table, root, dataset)
+                    out[i, dataset].premise_of = tuple(claim.get("premise_of") or ())
     return {key: out[key] for key in sorted(out, key=lambda k: (k[0], _order(listed[k[0]], preset).index(k[1])))}
+
+
+def _premise_of(premise: dict, claim: dict) -> bool:
+    scope = premise.get("premise_of")
+    return scope is None or claim.get("id") in scope
 
 
 def _order(claim: dict, preset) -> list[str]:
