@@ -1,4 +1,14 @@
-PY ?= python3.11
+# Python: the newest python3.X on PATH that runs and is in the supported range 3.11-3.13 (pyproject's
+# requires-python says why not 3.14), or PY=...
+SUPPORTED := 3.13 3.12 3.11
+VERSION_OF = $(if $(1),$(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))
+PY ?= $(firstword $(foreach v,$(SUPPORTED),$(if $(filter $(v),$(call VERSION_OF,python$(v))),python$(v))))
+PY_VERSION = $(call VERSION_OF,$(PY))
+NO_PYTHON = no python3.13, python3.12 or python3.11 runs here, and trickbench needs Python 3.11-3.13: install one \
+(Debian, Ubuntu: apt-get install python3.12 python3.12-venv) or set PY=<a python>
+BAD_PYTHON = PY=$(PY) is Python $(or $(PY_VERSION),(none: it does not run)); trickbench needs 3.11-3.13 \
+(hydra-core 1.3 fails at start-up on 3.14, hydra issue 3121)
+NO_VENV = $(PY) cannot make a virtual environment; Debian, Ubuntu: apt-get install python$(PY_VERSION)-venv
 VENV ?= .venv
 BIN := $(VENV)/bin
 # docs/results.md (make reproduce): the scale, where its sweep folders go, the page, and offline dataset copies
@@ -31,8 +41,10 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install:  ## .venv with the package (editable) and test extras; Debian's Fashion-MNIST when run as root with apt
-	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; set PY=python3.11 (or newer)"; exit 1; }
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@[ -n "$(PY)" ] || { echo "error: $(NO_PYTHON)"; exit 1; }
+	@[ -n "$(filter $(PY_VERSION),$(SUPPORTED))" ] || { echo "error: $(BAD_PYTHON)"; exit 1; }
+	@echo "make install: $(PY), Python $(PY_VERSION)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); echo "error: $(NO_VENV)"; exit 1; }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
