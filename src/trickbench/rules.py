@@ -7,6 +7,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,10 @@ def takes(key: str, given: tuple[str, ...] = (), own: tuple[str, ...] = ()) -> N
 
     def fn(node, cfg=None) -> None:
         target = node.get("_target_")
-        if not isinstance(target, str):
-            return
-        try:
-            params = inspect.signature(get_object(target)).parameters.values()
-        except (ImportError, AttributeError, ValueError, TypeError):
-            return  # an unknown target: Hydra's instantiate names it
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return
-        takes = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) and p.name not in given]
+        keywords = keywords_of(target) if isinstance(target, str) else None
+        if keywords is None:
+            return  # any keyword, or an unknown target: Hydra's instantiate names it
+        takes = [k for k in keywords if k not in given]
         for name in node.keys():
             name = str(name)
             if not name.startswith("_") and name not in takes and name not in own:
@@ -85,6 +81,39 @@ def takes(key: str, given: tuple[str, ...] = (), own: tuple[str, ...] = ()) -> N
                 raise ConfigError(f"{key}.{name}", node[name], allowed)
 
     return NodeCheck(key, fn)
+
+
+# Where a class's **kwargs go, when no class of its MRO names them: that class's keywords ("": nowhere).
+FORWARDS = {
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter",
+    "lightning.pytorch.callbacks.weight_averaging.WeightAveraging": "torch.optim.swa_utils.AveragedModel",
+    "lightning.pytorch.callbacks.model_summary.ModelSummary": "",  # its summarize_kwargs style RichModelSummary's
+}
+
+
+@cache
+def keywords_of(target: str) -> tuple[str, ...] | None:
+    """The keywords target takes, in signature order, its base classes' too where its **kwargs pass them on; None:
+    any (a **kwargs that goes nowhere known, or a target that cannot be imported: Hydra's instantiate names it)."""
+    try:
+        obj = get_object(target)
+        classes = [c for c in obj.__mro__ if c is not object] if inspect.isclass(obj) else []
+        inits = [c.__dict__["__init__"] for c in classes if "__init__" in c.__dict__] if classes else [obj]
+        names: dict[str, None] = {}
+        for fn in inits:
+            params = inspect.signature(fn).parameters.values()
+            skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_KEYWORD)
+            names |= dict.fromkeys(p.name for p in params if p.kind not in skip and p.name != "self")
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                return tuple(names)
+            qualified = [f"{c.__module__}.{c.__qualname__}" for c in classes]
+            forward = next((FORWARDS[n] for n in qualified if n in FORWARDS), None)
+            if forward is not None:
+                more = keywords_of(forward) if forward else ()
+                return None if more is None else tuple(dict.fromkeys([*names, *more]))
+        return tuple(names) if classes else None  # a class's **kwargs up to object's: none taken
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
 
 
 def options_with(key: str) -> str:

@@ -16,9 +16,9 @@ def _command_line() -> list:
     return OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
 
 
-def selected_tricks() -> list[str]:
+def selected_tricks(overrides: list) -> list[str]:
     """The trick options chosen on the command line (trick=a or trick=[a,b])."""
-    for o in _command_line():
+    for o in overrides:
         if o.key_or_group == "trick":
             value = o.value()
             return [str(v) for v in value] if isinstance(value, list) else [str(value)]
@@ -99,6 +99,7 @@ def check_command_choices() -> None:
     """Every check above, on Hydra's record of the command line (nothing to check without one)."""
     if not HydraConfig.initialized():
         return
-    tricks, directory = selected_tricks(), trick_dir()
+    overrides, directory = _command_line(), trick_dir()
+    tricks = selected_tricks(overrides)
     check_trick_conflicts(tricks, directory)
-    check_trick_against_command_line(tricks, directory, _command_line())
+    check_trick_against_command_line(tricks, directory, overrides)

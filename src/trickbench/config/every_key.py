@@ -4,16 +4,13 @@ on it (or on a node no _target_ builds: every key below it), a NodeCheck that re
 the keywords of the _target_ its node builds, an interpolation of another key, or code that reads a whole node
 (READ_BY). Anything else is refused in one line naming what its node takes."""
 
-import inspect
 import re
 from collections.abc import Iterator
-from functools import cache
 
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from trickbench.errors import ConfigError
-from trickbench.rules import NodeCheck, choice_name, options_with
+from trickbench.rules import NodeCheck, choice_name, keywords_of, options_with
 
 # Nodes read whole by code that checks them itself, and why (tests/config/test_every_key.py: their values).
 READ_BY = {
@@ -24,40 +21,7 @@ READ_BY = {
 }
 # Nodes of plug-ins by name: validate's _entries check reads each entry (null: off, else a node with a _target_).
 PLUG_INS = ("callbacks", "logger", "step")
-# Where a class's **kwargs go, when no class of its MRO names them: that class's keywords ("": nowhere).
-FORWARDS = {
-    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter",
-    "lightning.pytorch.callbacks.weight_averaging.WeightAveraging": "torch.optim.swa_utils.AveragedModel",
-    "lightning.pytorch.callbacks.model_summary.ModelSummary": "",  # its summarize_kwargs style RichModelSummary's
-}
 INTERPOLATION = re.compile(r"\$\{(?:oc\.select:)?([A-Za-z_][\w.]*)")
-
-
-@cache
-def _keywords(target: str) -> frozenset[str] | None:
-    """The keywords target takes, its base classes' too where its **kwargs pass them on; None: any (a **kwargs that
-    goes nowhere known, or a target Hydra cannot import: instantiate names it)."""
-    try:
-        obj = get_object(target)
-        classes = [c for c in obj.__mro__ if c is not object] if inspect.isclass(obj) else []
-        inits = [c.__dict__["__init__"] for c in classes if "__init__" in c.__dict__] if classes else [obj]
-        names = set()
-        for fn in inits:
-            params = inspect.signature(fn).parameters.values()
-            names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY, p.VAR_KEYWORD)}
-            if not any(p.kind is p.VAR_KEYWORD for p in params):
-                return frozenset(names - {"self"})
-            forward = next((FORWARDS[n] for n in _names(obj) if n in FORWARDS), None)
-            if forward is not None:
-                more = _keywords(forward) if forward else frozenset()
-                return None if more is None else frozenset((names | more) - {"self"})
-        return frozenset(names - {"self"}) if classes else None  # a class's **kwargs up to object's: none taken
-    except (ImportError, AttributeError, ValueError, TypeError):
-        return None
-
-
-def _names(obj) -> list[str]:
-    return [f"{c.__module__}.{c.__qualname__}" for c in obj.__mro__] if inspect.isclass(obj) else []
 
 
 def _interpolated(cfg: DictConfig) -> set[str]:
@@ -85,10 +49,10 @@ def unread(cfg: DictConfig, rules: list) -> Iterator[tuple[str, str | None]]:
     def covered(key: str) -> bool:
         return any(key == k or key.startswith(f"{k}.") for k in read)
 
-    def walk(node: DictConfig, prefix: str, target: str | None):
+    def walk(node: DictConfig, prefix: str):
         own = node.get("_target_") if "_target_" in node else None
         target = own if isinstance(own, str) else None
-        keywords = _keywords(target) if target else frozenset()
+        keywords = keywords_of(target) if target else ()
         for k in node.keys():
             key, child = f"{prefix}{k}", node._get_node(k)
             builds = isinstance(child, DictConfig) and not child._is_none() and "_target_" in child
@@ -97,11 +61,11 @@ def unread(cfg: DictConfig, rules: list) -> Iterator[tuple[str, str | None]]:
             if isinstance(child, DictConfig) and not child._is_none():
                 if covered(key) and "_target_" not in child:
                     continue  # a ruled node no class builds (e.g. augment.color_jitter): its rule reads it whole
-                yield from walk(child, f"{key}.", None)
+                yield from walk(child, f"{key}.")
             elif not covered(key) and prefix.rstrip(".") not in PLUG_INS:
                 yield key, target
 
-    yield from walk(cfg, "", None)
+    yield from walk(cfg, "")
 
 
 def check_every_key_read(cfg: DictConfig, rules: list) -> None:
@@ -111,7 +75,7 @@ def check_every_key_read(cfg: DictConfig, rules: list) -> None:
         parent, name = key.rpartition(".")[::2]
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if target:
-            keywords = sorted(_keywords(target) or ())
+            keywords = sorted(keywords_of(target) or ())
             takes = f"{choice_name(parent, target)} takes {', '.join(keywords)}"
         else:
             siblings = sorted(str(k) for k in node.keys() if str(k) != name and not str(k).startswith("_"))

@@ -85,9 +85,13 @@ def _check_keys(node, cfg=None) -> None:
     _checked(node, node.get("name"))
 
 
+NAME = Rule("norm.name", one_of(NORMS), f"one of {list(NORMS)}")
+PLACEMENT = Rule(
+    "norm.placement", one_of(PLACEMENTS), f"one of {list(PLACEMENTS)} (the norm after the conv or the activation)"
+)
 RULES = [
-    Rule("norm.name", one_of(NORMS), f"one of {list(NORMS)}"),
-    Rule("norm.placement", one_of(PLACEMENTS), f"one of {list(PLACEMENTS)} (the norm after the conv or the activation)"),
+    NAME,
+    PLACEMENT,
     Rule("norm.groups", integer(1), "a positive integer (a layer of C channels takes gcd(groups, C) groups)"),
     NodeCheck("norm", _check_keys, whole=True),
 ]
@@ -96,10 +100,8 @@ RULES = [
 def make_norm_spec(cfg) -> NormSpec:
     """cfg: {name, placement, groups?, eps?, momentum? (batch only), affine_weight?}."""
     name, placement = cfg["name"], cfg.get("placement", "before_act")
-    if name not in NORMS:
-        raise ConfigError("norm.name", name, f"one of {list(NORMS)}")
-    if placement not in PLACEMENTS:
-        raise ConfigError("norm.placement", placement, f"one of {list(PLACEMENTS)}")
+    NAME.check(name)
+    PLACEMENT.check(placement)
     eps, momentum, affine_weight = _checked(cfg, name)
     conv, fc = _factories(name, int(cfg.get("groups", 8)), eps, momentum)
     if not affine_weight and name != "none":

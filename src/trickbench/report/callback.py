@@ -13,7 +13,9 @@ from trickbench.rules import Rule, number, optional, text
 
 RULES = [
     Rule("report.target_acc", optional(number(0, 1, open_low=True)), "null or an accuracy in (0, 1]"),
-    Rule("report.baseline", optional(text), "null (the first configuration) or one, as the report names it: trick=none"),
+    Rule(
+        "report.baseline", optional(text), "null (the first configuration) or one, as the report names it: trick=none"
+    ),
 ]
 
 # the package's name, not this module's: the sweep's log lines name the logger, as before report/ was split

@@ -51,8 +51,8 @@ def verdicts(preset, scale: str, found: list, root: Path) -> dict:
                 premise = bool(claim.get("premise"))
                 failed = [
                     v
-                    for (j, d), v in out.items()
-                    if d == dataset and v.premise and v.verdict == claims.FAILS and _premise_of(listed[j], claim)
+                    for (_, d), v in out.items()
+                    if d == dataset and v.premise and v.verdict == claims.FAILS and _premise_of(v, claim)
                 ]
                 if reason:
                     out[i, dataset] = claims.Verdict(claims.text(claim), claims.NOT_RUN, reason, premise)
@@ -67,9 +67,8 @@ def verdicts(preset, scale: str, found: list, root: Path) -> dict:
     return {key: out[key] for key in sorted(out, key=lambda k: (k[0], _order(listed[k[0]], preset).index(k[1])))}
 
 
-def _premise_of(premise: dict, claim: dict) -> bool:
-    scope = premise.get("premise_of")
-    return scope is None or claim.get("id") in scope
+def _premise_of(premise: claims.Verdict, claim: dict) -> bool:
+    return not premise.premise_of or claim.get("id") in premise.premise_of
 
 
 def _order(claim: dict, preset) -> list[str]:
